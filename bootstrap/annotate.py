@@ -1,0 +1,264 @@
+"""Pre-annotation, as library steps: register new images, detect pending ones, summarise.
+
+The ``annotate`` Prefect flow sequences these steps; ``run_annotation`` does the same without
+Prefect (notebooks, tests, benchmarks). The dataset itself is the work queue: discovery inserts
+new images as ``pending``; detection takes pending images in chunks and marks each ``predicted``
+or ``failed``. A run killed at any point therefore leaves only pending images behind, and the
+next run picks them up; the unique content hash keeps every image stored once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import TypeVar
+
+from bootstrap import progress
+from bootstrap.config import PipelineConfig
+from bootstrap.decode import DecodedImage, ImageDecodeError, decode_image
+from bootstrap.detect import Detector, load_detector
+from bootstrap.ontology import Ontology
+from bootstrap.sources import content_hash, iter_image_files
+from bootstrap.store import ImageResult, ImageStore, NewImage, PendingImage
+
+log = logging.getLogger(__name__)
+
+DISCOVERY_CHUNK = 1000
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass
+class DiscoveryReport:
+    """What discovery found: ``new`` were registered; ``known`` were in the dataset already
+    (same path unchanged, or same content under another name); ``pending`` is the work left
+    for the detector, including any an interrupted run left behind."""
+
+    found: int = 0
+    new: int = 0
+    known: int = 0
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    pending: int = 0
+
+
+@dataclass
+class BatchReport:
+    """What one detection chunk did."""
+
+    images: int = 0
+    boxes: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class AnnotationSummary:
+    """The end-of-run summary printed by the CLI and published as a Prefect artifact."""
+
+    dataset: str
+    model: str
+    run_id: str
+    found: int
+    new: int
+    known: int
+    annotated: int
+    failed: list[tuple[str, str]]
+    boxes: int
+    wall_seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.annotated / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"images_per_second": round(self.images_per_second, 3)}
+
+    def to_markdown(self) -> str:
+        rows = [
+            ("dataset", self.dataset),
+            ("model", self.model),
+            ("images found", self.found),
+            ("new", self.new),
+            ("skipped (already in the dataset)", self.known),
+            ("annotated this run", self.annotated),
+            ("failed", len(self.failed)),
+            ("boxes stored", self.boxes),
+            ("wall time", f"{self.wall_seconds:.1f} s"),
+            ("throughput", f"{self.images_per_second:.2f} images/s"),
+        ]
+        lines = ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+        if self.failed:
+            lines += ["", "**Failed images**", ""]
+            lines += [f"- `{uri}`: {reason}" for uri, reason in self.failed]
+        return "\n".join(lines)
+
+
+def register_new_images(config: PipelineConfig, store: ImageStore) -> DiscoveryReport:
+    """Walk the configured sources and register every image the dataset lacks as pending.
+
+    Unchanged known paths are skipped without reading them; other files are hashed (not
+    decoded), so a renamed or copied image is recognised by its content.
+    """
+    report = DiscoveryReport()
+    known = store.known_files()
+    files = iter_image_files(config.sources)
+    with progress.task("discovering", total=None) as bar:
+        while chunk := list(itertools.islice(files, DISCOVERY_CHUNK)):
+            report.found += len(chunk)
+            candidates = []
+            for image in chunk:
+                if known.get(image.uri) == (image.size, image.mtime_ns):
+                    continue
+                try:
+                    digest = content_hash(image.uri)
+                except OSError as err:
+                    report.unreadable.append((image.uri, f"cannot read: {err.strerror or err}"))
+                    continue
+                candidates.append(NewImage(image.uri, digest, image.size, image.mtime_ns))
+            report.new += store.add_pending(candidates)
+            bar.advance(len(chunk))
+    report.known = report.found - report.new - len(report.unreadable)
+    report.pending = store.count_pending()
+    log.info("discovery: %s", report)
+    return report
+
+
+def detect_images(
+    images: Sequence[PendingImage],
+    detector: Detector,
+    ontology: Ontology,
+    batch_size: int,
+    decode_workers: int = 2,
+) -> Iterator[ImageResult]:
+    """Decode ``images`` ahead of the detector in a thread pool and yield one result each.
+
+    Decoding runs up to two batches ahead, so the model does not wait for files; a file
+    that cannot be decoded yields a result with its failure reason and the rest go on.
+    """
+    with ThreadPoolExecutor(max_workers=decode_workers, thread_name_prefix="decode") as pool:
+        decoded = _prefetch(pool, _decode_or_failure, images, ahead=2 * batch_size)
+        for batch in _batched(decoded, batch_size):
+            usable = [(img, out) for img, out in batch if isinstance(out, DecodedImage)]
+            predictions = iter(detector.predict([out.pixels for _, out in usable]))
+            for image, outcome in batch:
+                if isinstance(outcome, DecodedImage):
+                    yield ImageResult(image.sample_id, image.uri, ontology.apply(next(predictions)))
+                else:
+                    yield ImageResult(image.sample_id, image.uri, None, failure=outcome)
+
+
+def annotate_pending(
+    config: PipelineConfig, store: ImageStore, run_id: str, limit: int
+) -> BatchReport:
+    """Run the detector over up to ``limit`` pending images and store the outcomes."""
+    started = time.perf_counter()
+    detector = load_detector(config.detector)
+    ontology = Ontology(config.ontology, detector.class_names)
+    pending = store.pending_images(limit)
+    report = BatchReport(images=len(pending))
+    results = []
+    for result in detect_images(pending, detector, ontology, config.detector.batch_size):
+        results.append(result)
+        if result.failure:
+            report.failed.append((result.uri, result.failure))
+            log.warning("failed: %s: %s", result.uri, result.failure)
+        progress.advance("annotating")
+    report.boxes = store.record_results(results, model=detector.name, run_id=run_id)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def check_setup(config: PipelineConfig) -> ImageStore:
+    """Everything that can fail before work starts: the model loads, the ontology fits the
+    model's classes, the database answers. Returns the opened store."""
+    detector = load_detector(config.detector)
+    ontology = Ontology(config.ontology, detector.class_names)
+    return ImageStore(config.dataset, classes=ontology.classes)
+
+
+def summarise(
+    config: PipelineConfig,
+    run_id: str,
+    discovery: DiscoveryReport,
+    batches: Iterable[BatchReport],
+    wall_seconds: float,
+) -> AnnotationSummary:
+    """Fold the reports of one run into its summary."""
+    batches = list(batches)
+    return AnnotationSummary(
+        dataset=config.dataset,
+        model=config.detector.model,
+        run_id=run_id,
+        found=discovery.found,
+        new=discovery.new,
+        known=discovery.known,
+        annotated=sum(b.images for b in batches),
+        failed=discovery.unreadable + [f for b in batches for f in b.failed],
+        boxes=sum(b.boxes for b in batches),
+        wall_seconds=wall_seconds,
+    )
+
+
+def run_annotation(
+    config: PipelineConfig,
+    run_id: str | None = None,
+    chunk_size: int | None = None,
+    max_chunks: int | None = None,
+) -> AnnotationSummary:
+    """Pre-annotate everything new in ``config.sources`` without Prefect.
+
+    ``max_chunks`` stops early (the rest stays pending), which is how an interrupted run is
+    reproduced in tests.
+    """
+    started = time.perf_counter()
+    run_id = run_id or uuid.uuid4().hex
+    store = check_setup(config)
+    discovery = register_new_images(config, store)
+    batches = []
+    chunk = chunk_size or default_chunk_size(config)
+    with progress.task("annotating", total=discovery.pending):
+        for _ in itertools.count() if max_chunks is None else range(max_chunks):
+            report = annotate_pending(config, store, run_id, chunk)
+            if report.images == 0:
+                break
+            batches.append(report)
+    return summarise(config, run_id, discovery, batches, time.perf_counter() - started)
+
+
+def default_chunk_size(config: PipelineConfig) -> int:
+    """Images per detection task: several batches, so decoding overlaps inference within it."""
+    return config.detector.batch_size * 8
+
+
+def _decode_or_failure(image: PendingImage) -> tuple[PendingImage, DecodedImage | str]:
+    try:
+        return image, decode_image(image.uri)
+    except ImageDecodeError as err:
+        return image, err.reason
+
+
+def _prefetch(
+    pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], ahead: int
+) -> Iterator[R]:
+    # Executor.map would submit every item at once (all decoded images in memory); this keeps
+    # at most `ahead` in flight and yields in input order.
+    queue: deque[Future[R]] = deque()
+    for item in items:
+        queue.append(pool.submit(fn, item))
+        if len(queue) >= ahead:
+            yield queue.popleft().result()
+    while queue:
+        yield queue.popleft().result()
+
+
+def _batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch

@@ -1,0 +1,211 @@
+"""The pipeline configuration: one typed model, validated once, before any work.
+
+A config comes from a YAML file (``configs/*.yaml``) with CLI flags or flow parameters laid over
+it. Every problem is reported as ``ConfigError`` naming the file, the field and what is wrong.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+# FiftyOne dataset names become MongoDB collection suffixes and CLI arguments: keep them plain.
+_DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names file, field and problem."""
+
+
+class _Strict(BaseModel):
+    # Unknown keys are almost always typos ("batchsize"): refuse them instead of ignoring them.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Strict):
+    """Where images come from: a folder or file (``path``) or a glob pattern (``glob``)."""
+
+    path: str | None = None
+    glob: str | None = None
+    recursive: bool = True
+    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_string_is_a_path(cls, value: Any) -> Any:
+        if isinstance(value, str | Path):
+            text = str(value)
+            return {"glob": text} if any(c in text for c in "*?[") else {"path": text}
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one_location(self) -> SourceConfig:
+        if (self.path is None) == (self.glob is None):
+            raise ValueError("give exactly one of 'path' or 'glob'")
+        return self
+
+    @field_validator("extensions")
+    @classmethod
+    def _normalise_extensions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("must list at least one extension, e.g. ['.jpg']")
+        return tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in value)
+
+
+class DetectorConfig(_Strict):
+    """The pre-annotating model and how it runs."""
+
+    model: str = "yolov8n.pt"
+    device: Literal["auto", "cpu", "cuda"] | str = "auto"
+    batch_size: int = Field(16, ge=1, le=1024)
+    image_size: int = Field(640, ge=32, le=4096)
+    # Low on purpose: triage and calibration need to see the low-score boxes too.
+    min_confidence: float = Field(0.05, ge=0.0, le=0.1)
+    nms_iou: float = Field(0.7, gt=0.0, le=1.0)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", value):
+            return value
+        raise ValueError(f"'{value}' is not a device; use auto, cpu, cuda or cuda:N")
+
+    @field_validator("image_size")
+    @classmethod
+    def _multiple_of_stride(cls, value: int) -> int:
+        if value % 32:
+            raise ValueError(f"{value} is not a multiple of 32 (the model's stride)")
+        return value
+
+
+class OntologyConfig(_Strict):
+    """Maps model classes to dataset classes: rename, merge several into one, drop the rest.
+
+    ``mapping`` is ``{model class: dataset class}``; model classes not in it are dropped.
+    ``classes`` fixes the dataset's class order (export indices); by default it is the order in
+    which dataset classes first appear in ``mapping``.
+    """
+
+    mapping: dict[str, str]
+    classes: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _classes_cover_mapping(self) -> OntologyConfig:
+        if not self.mapping:
+            raise ValueError("mapping is empty: every detection would be dropped")
+        if self.classes:
+            missing = sorted(set(self.mapping.values()) - set(self.classes))
+            if missing:
+                raise ValueError(f"classes does not list {missing}, which mapping produces")
+            if len(set(self.classes)) != len(self.classes):
+                raise ValueError("classes lists a class twice")
+        return self
+
+    @property
+    def dataset_classes(self) -> tuple[str, ...]:
+        return self.classes or tuple(dict.fromkeys(self.mapping.values()))
+
+
+class ClassThresholds(_Strict):
+    accept: float | None = Field(None, ge=0.0, le=1.0)
+    reject: float | None = Field(None, ge=0.0, le=1.0)
+
+
+class TriageConfig(_Strict):
+    """Per-box routing thresholds: accept >= ``accept``, reject < ``reject``, review between."""
+
+    accept: float = Field(0.7, ge=0.0, le=1.0)
+    reject: float = Field(0.25, ge=0.0, le=1.0)
+    per_class: dict[str, ClassThresholds] = {}
+
+    @model_validator(mode="after")
+    def _reject_below_accept(self) -> TriageConfig:
+        for name, accept, reject in [("default", self.accept, self.reject)] + [
+            (c, t.accept if t.accept is not None else self.accept,
+             t.reject if t.reject is not None else self.reject)
+            for c, t in self.per_class.items()
+        ]:
+            if reject > accept:
+                raise ValueError(f"{name}: reject ({reject}) is above accept ({accept})")
+        return self
+
+
+class PipelineConfig(_Strict):
+    """Everything one dataset's pipeline needs."""
+
+    dataset: str
+    sources: tuple[SourceConfig, ...] = ()
+    detector: DetectorConfig = DetectorConfig()
+    ontology: OntologyConfig | None = None
+    triage: TriageConfig = TriageConfig()
+
+    @field_validator("dataset")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not _DATASET_NAME.fullmatch(value):
+            raise ValueError(
+                f"'{value}' is not a usable dataset name; use letters, digits, '_', '-' or '.'"
+            )
+        return value
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _single_source_is_a_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str | dict) else value
+
+
+def load_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> PipelineConfig:
+    """Read a YAML config, lay ``overrides`` over it (nested dicts merge) and validate.
+
+    Args:
+        path: a YAML file; ``None`` uses ``configs/default.yaml``.
+        overrides: values from CLI flags or flow parameters; ``None`` values are ignored.
+
+    Raises:
+        ConfigError: the file is missing or not YAML, or a field is invalid.
+    """
+    source = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    try:
+        raw = yaml.safe_load(source.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: no such config file") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of fields, got {type(raw).__name__}")
+    return validate_config(_merge(raw, overrides or {}), origin=str(source))
+
+
+def validate_config(raw: dict[str, Any], origin: str = "<config>") -> PipelineConfig:
+    """Validate a config mapping; errors name ``origin``, the field and the problem."""
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as err:
+        problems = [
+            f"{origin}: {'.'.join(str(p) for p in e['loc']) or '(top level)'}: "
+            f"{e['msg'].removeprefix('Value error, ')}"
+            for e in err.errors()
+        ]
+        raise ConfigError("\n".join(problems)) from None
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

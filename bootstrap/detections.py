@@ -1,0 +1,98 @@
+"""One in-memory type for a single image's detections, used by every stage.
+
+Detector outputs are converted into ``Detections`` once, at the detector's boundary
+(``from_ultralytics``), and out of it once, in the store (``bootstrap.store``). In between,
+filtering is done with masks, as in supervision: ``dets[dets.confidence >= 0.5]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Boxes of one image.
+
+    Attributes:
+        xyxy: (N, 4) float32 absolute pixel corners in the upright image.
+        confidence: (N,) float32 scores.
+        class_id: (N,) int model class indices.
+        model_label: (N,) the model's class names.
+        label: (N,) dataset class names (after the ontology; equal to ``model_label`` without one).
+        image_wh: (width, height) of the image the boxes refer to.
+    """
+
+    xyxy: np.ndarray
+    confidence: np.ndarray
+    class_id: np.ndarray
+    model_label: np.ndarray
+    label: np.ndarray
+    image_wh: tuple[int, int]
+    _n: int = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.xyxy)
+        object.__setattr__(self, "_n", n)
+        if self.xyxy.shape != (n, 4):
+            raise ValueError(f"xyxy must be (N, 4), got {self.xyxy.shape}")
+        for name in ("confidence", "class_id", "model_label", "label"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"{name} has {len(getattr(self, name))} entries for {n} boxes")
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, index: np.ndarray | slice | list[int]) -> Detections:
+        return Detections(
+            xyxy=self.xyxy[index],
+            confidence=self.confidence[index],
+            class_id=self.class_id[index],
+            model_label=self.model_label[index],
+            label=self.label[index],
+            image_wh=self.image_wh,
+        )
+
+    def with_labels(self, label: np.ndarray) -> Detections:
+        """The same boxes with new dataset labels (used by the ontology)."""
+        return Detections(
+            self.xyxy, self.confidence, self.class_id, self.model_label,
+            np.asarray(label, dtype=object), self.image_wh,
+        )
+
+    @classmethod
+    def empty(cls, image_wh: tuple[int, int]) -> Detections:
+        return cls(
+            xyxy=np.zeros((0, 4), np.float32),
+            confidence=np.zeros(0, np.float32),
+            class_id=np.zeros(0, np.int64),
+            model_label=np.zeros(0, object),
+            label=np.zeros(0, object),
+            image_wh=image_wh,
+        )
+
+    @classmethod
+    def from_ultralytics(cls, result) -> Detections:
+        """Convert one ``ultralytics.engine.results.Results`` (boxes only)."""
+        height, width = result.orig_shape
+        boxes = result.boxes
+        class_id = boxes.cls.cpu().numpy().astype(np.int64)
+        names = np.array([result.names[int(i)] for i in class_id], dtype=object)
+        return cls(
+            xyxy=boxes.xyxy.cpu().numpy().astype(np.float32),
+            confidence=boxes.conf.cpu().numpy().astype(np.float32),
+            class_id=class_id,
+            model_label=names,
+            label=names.copy(),
+            image_wh=(int(width), int(height)),
+        )
+
+    def relative_xywh(self) -> np.ndarray:
+        """(N, 4) boxes as [x, y, w, h] relative to the image size (FiftyOne's convention)."""
+        width, height = self.image_wh
+        x1, y1, x2, y2 = (self.xyxy[:, i] for i in range(4))
+        scale = np.array([width, height, width, height], dtype=np.float64)
+        xywh = np.stack([x1, y1, x2 - x1, y2 - y1], axis=1).astype(np.float64)
+        return np.clip(xywh / scale, 0.0, 1.0) if len(self) else xywh.reshape(0, 4)

