@@ -5,5 +5,13 @@ import os
 # Ultralytics pip-installs missing optional packages at run time by default; a pipeline must
 # not change its own environment mid-run (and offline that hangs). Users can still opt in.
 os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+# The bundled mongod (6.0) is the oldest major FiftyOne supports, and FiftyOne warns about it on
+# every start; keep its version check for a user's own database (FIFTYONE_DATABASE_URI).
+if "FIFTYONE_DATABASE_URI" not in os.environ:
+    os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
+# An offline pipeline has nowhere to send usage analytics; Prefect's attempt also races its
+# ephemeral SQLite database at start-up ("database is locked").
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
 
 __version__ = "0.1.0"

@@ -126,6 +126,7 @@ def register_new_images(config: PipelineConfig, store: ImageStore) -> DiscoveryR
             bar.advance(len(chunk))
     report.known = report.found - report.new - len(report.unreadable)
     report.pending = store.count_pending()
+    progress.expect("annotating", total=report.pending)
     log.info("discovery: %s", report)
     return report
 
@@ -223,12 +224,11 @@ def run_annotation(
     discovery = register_new_images(config, store)
     batches = []
     chunk = chunk_size or default_chunk_size(config)
-    with progress.task("annotating", total=discovery.pending):
-        for _ in itertools.count() if max_chunks is None else range(max_chunks):
-            report = annotate_pending(config, store, run_id, chunk)
-            if report.images == 0:
-                break
-            batches.append(report)
+    for _ in itertools.count() if max_chunks is None else range(max_chunks):
+        report = annotate_pending(config, store, run_id, chunk)
+        if report.images == 0:
+            break
+        batches.append(report)
     return summarise(config, run_id, discovery, batches, time.perf_counter() - started)
 
 

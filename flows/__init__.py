@@ -1,0 +1,1 @@
+"""Prefect flows: thin sequences of library calls (see ``bootstrap``)."""

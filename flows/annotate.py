@@ -1,0 +1,121 @@
+"""The ``annotate`` flow: register new images, detect them chunk by chunk, summarise.
+
+Each task calls one library function; the flow only sequences them and publishes artifacts.
+Resumable by construction: the dataset is the work queue (see ``bootstrap.annotate``).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from prefect import flow, task
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    update_progress_artifact,
+)
+from prefect.cache_policies import NONE
+from prefect.runtime import flow_run
+
+from bootstrap import annotate as steps
+from bootstrap.config import PipelineConfig, config_from_flags
+from bootstrap.store import ImageStore
+
+# Database and file errors are usually transient (a restarting MongoDB, a flaky mount).
+IO_RETRIES = dict(retries=2, retry_delay_seconds=5)
+
+
+@task(cache_policy=NONE)
+def check_setup(config: PipelineConfig) -> None:
+    steps.check_setup(config)
+
+
+@task(cache_policy=NONE, **IO_RETRIES)
+def discover_new_images(config: PipelineConfig) -> steps.DiscoveryReport:
+    return steps.register_new_images(config, ImageStore(config.dataset))
+
+
+@task(cache_policy=NONE, **IO_RETRIES)
+def annotate_chunk(config: PipelineConfig, run_id: str, limit: int) -> steps.BatchReport:
+    return steps.annotate_pending(config, ImageStore(config.dataset), run_id, limit)
+
+
+@task(cache_policy=NONE)
+def summarise(
+    config: PipelineConfig,
+    run_id: str,
+    discovery: steps.DiscoveryReport,
+    batches: list[steps.BatchReport],
+    wall_seconds: float,
+) -> steps.AnnotationSummary:
+    return steps.summarise(config, run_id, discovery, batches, wall_seconds)
+
+
+@flow(name="annotate", log_prints=True)
+def annotate(
+    sources: list[str] | None = None,
+    dataset: str | None = None,
+    config_path: str | None = None,
+    model: str | None = None,
+    device: str | None = None,
+    batch_size: int | None = None,
+    image_size: int | None = None,
+    min_confidence: float | None = None,
+    chunk_size: int | None = None,
+    max_chunks: int | None = None,
+) -> dict:
+    """Pre-annotate every new image of the sources into a FiftyOne dataset.
+
+    Args:
+        sources: folders, files or globs; empty uses the config's sources.
+        dataset: FiftyOne dataset name; empty uses the config's.
+        config_path: a pipeline YAML config; empty uses configs/default.yaml.
+        model: weights path or name (looked up in $BOOTSTRAP_MODELS, else downloaded).
+        device: auto, cpu, cuda or cuda:N.
+        batch_size: images per model call.
+        image_size: inference size in pixels (a multiple of 32).
+        min_confidence: the lowest score stored (at most 0.1).
+        chunk_size: images per detection task (default 8 batches).
+        max_chunks: stop after this many chunks; the rest stays pending for the next run.
+    """
+    started = time.perf_counter()
+    config = config_from_flags(
+        config_path,
+        dataset=dataset,
+        sources=sources,
+        model=model,
+        device=device,
+        batch_size=batch_size,
+        image_size=image_size,
+        min_confidence=min_confidence,
+    )
+    run_id = str(flow_run.get_id() or "local")
+    check_setup(config)
+    discovery = discover_new_images(config)
+    progress_id = create_progress_artifact(
+        progress=0.0, key=_artifact_key("annotate-progress", config.dataset),
+        description=f"Images annotated of {discovery.pending} pending",
+    )
+    batches: list[steps.BatchReport] = []
+    limit = chunk_size or steps.default_chunk_size(config)
+    while max_chunks is None or len(batches) < max_chunks:
+        report = annotate_chunk(config, run_id, limit)
+        if report.images == 0:
+            break
+        batches.append(report)
+        done = sum(b.images for b in batches)
+        update_progress_artifact(progress_id, min(100.0, 100.0 * done / max(discovery.pending, 1)))
+    update_progress_artifact(progress_id, 100.0)
+    summary = summarise(config, run_id, discovery, batches, time.perf_counter() - started)
+    create_markdown_artifact(
+        markdown=f"# Annotate `{config.dataset}`\n\n{summary.to_markdown()}",
+        key=_artifact_key("annotate-summary", config.dataset),
+        description="Pre-annotation summary",
+    )
+    return summary.to_dict()
+
+
+def _artifact_key(prefix: str, dataset: str) -> str:
+    # Artifact keys allow only lowercase letters, digits and dashes.
+    return f"{prefix}-{re.sub(r'[^a-z0-9-]+', '-', dataset.lower())}".strip("-")

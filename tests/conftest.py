@@ -1,0 +1,79 @@
+"""Shared fixtures: real images from ../shared, the real model, a real FiftyOne database, and a
+real (temporary) Prefect API."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+COCO = SHARED / "data" / "coco128-train"
+MODELS = SHARED / "models"
+
+if MODELS.is_dir():
+    os.environ.setdefault("BOOTSTRAP_MODELS", str(MODELS))
+# Tests get a database of their own so they never touch a user's datasets. A real external
+# MongoDB (FIFTYONE_DATABASE_URI) is used as it is.
+if "FIFTYONE_DATABASE_URI" not in os.environ:
+    os.environ.setdefault(
+        "FIFTYONE_DATABASE_DIR", str(Path(tempfile.gettempdir()) / "bootstrap-tests-fiftyone")
+    )
+os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+
+import bootstrap  # noqa: E402,F401  (sets the offline-friendly environment defaults)
+
+
+def _weights_available() -> bool:
+    folder = os.environ.get("BOOTSTRAP_MODELS")
+    return bool(folder) and (Path(folder) / "yolov8n.pt").is_file()
+
+
+needs_coco = pytest.mark.skipif(
+    not (COCO / "images").is_dir(), reason=f"real test images not found at {COCO}"
+)
+needs_model = pytest.mark.skipif(
+    not _weights_available(),
+    reason="yolov8n.pt not found: set BOOTSTRAP_MODELS to a folder holding it (../shared/models)",
+)
+
+
+@pytest.fixture(scope="session")
+def coco_images() -> list[Path]:
+    if not (COCO / "images").is_dir():
+        pytest.skip(f"real test images not found at {COCO}")
+    return sorted((COCO / "images").glob("*.jpg"))
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path, coco_images: list[Path]) -> Path:
+    """A folder with six real COCO photos (symlinked copies would share content: copy)."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for path in coco_images[:6]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    return folder
+
+
+@pytest.fixture
+def dataset_name():
+    """A unique dataset name, deleted after the test."""
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    yield name
+    import fiftyone as fo
+
+    if fo.dataset_exists(name):
+        fo.delete_dataset(name)
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """A real, temporary Prefect API for flow runs (one per test session)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
