@@ -177,13 +177,16 @@ def _print_summary(summary: dict) -> None:
         table.add_row(key, str(value))
     out.print(table)
     for uri, reason in summary["failed"]:
-        out.print(f"[red]failed[/] {uri}: {reason}")
-    out.print(f"Next: [bold]bootstrap app {summary['dataset']}[/] to look at the boxes, "
-              f"[bold]bootstrap status {summary['dataset']}[/] for counts.")
+        out.print(f"[red]failed[/] {uri}: {reason}", soft_wrap=True)
+    out.print(
+        f"Next: [bold]bootstrap app {summary['dataset']}[/] to look at the boxes, "
+        f"[bold]bootstrap status {summary['dataset']}[/] for counts.",
+        soft_wrap=True,
+    )
 
 
 def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[red]error:[/] {message}")
+    err.print(f"[red]error:[/] {message}", soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -1,0 +1,64 @@
+"""The `bootstrap` command, in-process (CliRunner) and as a real subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from bootstrap.cli import app
+from tests.conftest import ROOT, needs_model
+
+runner = CliRunner()
+
+
+def test_bad_config_fails_before_any_work(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dataset: x\ndetector: {batch_size: -1}\n")
+    result = runner.invoke(app, ["annotate", str(tmp_path), "--config", str(bad)])
+    assert result.exit_code == 2
+    assert f"{bad}: detector.batch_size" in result.output
+
+
+def test_no_sources_is_an_error():
+    result = runner.invoke(app, ["annotate", "--dataset", "x"])
+    assert result.exit_code == 2 and "no sources" in result.output
+
+
+def test_status_of_unknown_dataset(dataset_name):
+    result = runner.invoke(app, ["status", dataset_name])
+    assert result.exit_code == 1 and f"no dataset '{dataset_name}'" in result.output
+
+
+@needs_model
+@pytest.mark.usefixtures("prefect_api")
+def test_annotate_then_status_json(image_folder, dataset_name):
+    result = runner.invoke(
+        app, ["annotate", str(image_folder), "--dataset", dataset_name, "--batch-size", "3", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    assert summary["new"] == 6 and summary["annotated"] == 6 and summary["images_per_second"] > 0
+
+    status = runner.invoke(app, ["status", dataset_name, "--json"])
+    assert status.exit_code == 0, status.output
+    report = json.loads(status.stdout)
+    assert report["samples"] == 6 and report["failed"] == 0
+    assert report["predictions"] == summary["boxes"]
+    assert report["states"]["predicted"] == 6
+
+
+@needs_model
+def test_real_command_with_ephemeral_prefect(tmp_path, image_folder, dataset_name):
+    """The installed console script, in a new process, on Prefect's ephemeral API."""
+    env = os.environ | {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": ""}
+    (image_folder / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    command = [os.path.join(os.path.dirname(sys.executable), "bootstrap"), "annotate",
+               str(image_folder), "--dataset", dataset_name]
+    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "annotated this run" in done.stdout and "│ 7" in done.stdout
+    assert f"failed {image_folder / 'broken.jpg'}" in done.stdout.replace("\n", "")
+    assert f"bootstrap app {dataset_name}" in done.stdout
