@@ -1,0 +1,165 @@
+"""Triage: route each predicted box, decide each image's state and its review priority.
+
+Pure functions on in-memory values (no database, no model): cheap to rerun with new thresholds
+over stored predictions, and unit-testable with hand-made boxes.
+
+Per box, with the thresholds of its class (``triage.per_class``, else the defaults):
+
+* ``accept``: confidence >= accept -> a working label with provenance ``auto``;
+* ``review``: reject <= confidence < accept -> shown to a person;
+* ``reject``: confidence < reject -> kept only in ``predictions``.
+
+Per image (``ImageState``): ``empty`` when no box survives rejection and no signal fires;
+``auto_accepted`` when every surviving box is accepted and no signal fires; else
+``needs_review``.
+
+Uncertainty signals (each a number stored on the sample, so people can sort by it):
+
+* ``class_confusion``: pairs of surviving boxes that overlap (IoU >= ``confusion_iou``) with
+  different classes: the model could not decide what the object is;
+* ``likely_misses``: the summed confidence of the rejected boxes, i.e. how many objects the model
+  half-saw but did not keep (an expected count of misses if scores were calibrated);
+* ``tta_disagreement`` / ``model_disagreement``: when computed at annotate time (test-time
+  augmentation, a second model), the share of boxes the other view did not confirm.
+
+Priority (higher is reviewed first) adds up the expected corrections on the image:
+``sum over review boxes of 1 - |2c - 1|`` (1 for a coin-flip box, 0 near 0 or 1)
+``+ likely_misses + class_confusion + tta_disagreement + model_disagreement`` (weights in
+``SignalWeights``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+
+from bootstrap.config import TriageConfig
+
+
+class Route(StrEnum):
+    ACCEPT = "accept"
+    REVIEW = "review"
+    REJECT = "reject"
+
+
+class TriageState(StrEnum):
+    # Mirrors the triage states of bootstrap.store.ImageState (kept here so triage stays pure).
+    AUTO_ACCEPTED = "auto_accepted"
+    NEEDS_REVIEW = "needs_review"
+    EMPTY = "empty"
+
+
+@dataclass(frozen=True)
+class SignalWeights:
+    likely_misses: float = 1.0
+    class_confusion: float = 1.0
+    tta_disagreement: float = 1.0
+    model_disagreement: float = 1.0
+
+
+@dataclass(frozen=True)
+class ImageTriage:
+    """The triage outcome of one image."""
+
+    routes: tuple[Route, ...]
+    state: TriageState
+    priority: float
+    signals: dict[str, float]
+
+
+def thresholds(config: TriageConfig, label: str) -> tuple[float, float]:
+    """``(accept, reject)`` for ``label``: its own where configured, else the defaults."""
+    own = config.per_class.get(label)
+    accept = own.accept if own is not None and own.accept is not None else config.accept
+    reject = own.reject if own is not None and own.reject is not None else config.reject
+    return accept, reject
+
+
+def route_boxes(labels: list[str], confidences: np.ndarray, config: TriageConfig) -> list[Route]:
+    """One route per box, by the thresholds of its class."""
+    routes = []
+    for label, confidence in zip(labels, confidences, strict=True):
+        accept, reject = thresholds(config, label)
+        if confidence >= accept:
+            routes.append(Route.ACCEPT)
+        elif confidence >= reject:
+            routes.append(Route.REVIEW)
+        else:
+            routes.append(Route.REJECT)
+    return routes
+
+
+def class_confusion(
+    labels: list[str], boxes_xywh: np.ndarray, keep: np.ndarray, iou_threshold: float = 0.7
+) -> int:
+    """Pairs of kept boxes overlapping at IoU >= ``iou_threshold`` with different classes."""
+    index = np.flatnonzero(keep)
+    if len(index) < 2:
+        return 0
+    iou = pairwise_iou(boxes_xywh[index], boxes_xywh[index])
+    names = np.array(labels, dtype=object)[index]
+    differs = names[:, None] != names[None, :]
+    return int(np.triu((iou >= iou_threshold) & differs, k=1).sum())
+
+
+def pairwise_iou(a_xywh: np.ndarray, b_xywh: np.ndarray) -> np.ndarray:
+    """IoU matrix of two sets of [x, y, w, h] boxes (any consistent units)."""
+    import torch
+    from torchvision.ops import box_iou
+
+    def xyxy(boxes: np.ndarray) -> torch.Tensor:
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        return torch.from_numpy(np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], 1))
+
+    return box_iou(xyxy(a_xywh), xyxy(b_xywh)).numpy()
+
+
+def triage_image(
+    labels: list[str],
+    confidences: np.ndarray,
+    boxes_xywh: np.ndarray,
+    config: TriageConfig,
+    extra_signals: dict[str, float] | None = None,
+    weights: SignalWeights = SignalWeights(),
+    confusion_iou: float = 0.7,
+    likely_miss_threshold: float = 1.0,
+) -> ImageTriage:
+    """Route an image's boxes and derive its state, signals and priority.
+
+    Args:
+        labels, confidences, boxes_xywh: the image's stored predictions.
+        config: thresholds.
+        extra_signals: signals computed elsewhere (``tta_disagreement``, ``model_disagreement``),
+            each in [0, 1]; a value above 0 makes the image need review.
+        likely_miss_threshold: ``likely_misses`` at or above this makes the image need review.
+    """
+    confidences = np.asarray(confidences, dtype=np.float64)
+    routes = route_boxes(labels, confidences, config)
+    route_array = np.array([r.value for r in routes], dtype=object)
+    kept = route_array != Route.REJECT.value
+    review = route_array == Route.REVIEW.value
+    signals = {
+        "class_confusion": float(class_confusion(labels, boxes_xywh, kept, confusion_iou)),
+        "likely_misses": float(confidences[~kept].sum()),
+    }
+    signals.update(extra_signals or {})
+
+    doubt = (
+        signals["class_confusion"] > 0
+        or signals["likely_misses"] >= likely_miss_threshold
+        or any(signals.get(k, 0.0) > 0 for k in ("tta_disagreement", "model_disagreement"))
+    )
+    if review.any() or doubt:
+        state = TriageState.NEEDS_REVIEW
+    elif kept.any():
+        state = TriageState.AUTO_ACCEPTED
+    else:
+        state = TriageState.EMPTY
+
+    box_doubt = float((1.0 - np.abs(2.0 * confidences[review] - 1.0)).sum())
+    priority = box_doubt + sum(
+        getattr(weights, name) * value for name, value in signals.items() if hasattr(weights, name)
+    )
+    return ImageTriage(tuple(routes), state, round(priority, 6), signals)
