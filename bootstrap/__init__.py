@@ -12,6 +12,8 @@ if "FIFTYONE_DATABASE_URI" not in os.environ:
 # An offline pipeline has nowhere to send usage analytics; Prefect's attempt also races its
 # ephemeral SQLite database at start-up ("database is locked").
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# FiftyOne draws a progress bar for every bulk call; ours are per stage (see bootstrap.progress).
+os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 __version__ = "0.1.0"

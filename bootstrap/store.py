@@ -29,7 +29,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
+import numpy as np
+
+from bootstrap.config import TriageConfig
 from bootstrap.detections import Detections
+from bootstrap.triage import Route, triage_image
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,17 @@ PREDICTION_RUN = "prediction_run"
 PREDICTED_AT = "predicted_at"
 LABELS = "labels"
 PRIORITY = "priority"
+CLASS_CONFUSION = "class_confusion"
+LIKELY_MISSES = "likely_misses"
+REVIEWED_BY = "reviewed_by"
+REVIEWED_AT = "reviewed_at"
+GROUND_TRUTH = "ground_truth"
+
+#: Sample tag a reviewer adds when done with an image; label tag for a wrong box.
+REVIEWED_TAG = "reviewed"
+REJECT_TAG = "reject"
+#: States triage may (re)assign; reviewed, failed and pending images are never re-triaged.
+TRIAGE_INPUT_STATES = ("predicted", "auto_accepted", "needs_review", "empty")
 
 
 class ImageState(StrEnum):
@@ -156,6 +171,10 @@ class ImageStore:
             PREDICTED_AT: (fo.DateTimeField, {}),
             LABELS: (fo.EmbeddedDocumentField, {"embedded_doc_type": fo.Detections}),
             PRIORITY: (fo.FloatField, {}),
+            CLASS_CONFUSION: (fo.FloatField, {}),
+            LIKELY_MISSES: (fo.FloatField, {}),
+            REVIEWED_BY: (fo.StringField, {}),
+            REVIEWED_AT: (fo.DateTimeField, {}),
         }
         for field, (ftype, kwargs) in wanted.items():
             if field not in schema:
@@ -267,6 +286,107 @@ class ImageStore:
         )
         return sum(len(r.detections) for r in results if r.detections is not None)
 
+    # -- triage and review -----------------------------------------------------------------
+
+    def apply_triage(self, config: TriageConfig, **triage_options) -> dict[str, int]:
+        """(Re)route stored predictions into ``labels``, states, signals and priorities.
+
+        No inference: this reads ``predictions`` only, so new thresholds are cheap to try.
+        Reviewed, failed and pending images are left alone, and on every other image the boxes
+        a human decided are kept as they are (``merge_working_labels``).
+        Returns the number of images per resulting state.
+        """
+        from fiftyone import ViewField as F
+
+        fo = self._fo
+        view = self.dataset.match(F(STATE).is_in(list(TRIAGE_INPUT_STATES)))
+        ids, predictions, current, models, runs = view.values(
+            ["id", PREDICTIONS, LABELS, PREDICTION_MODEL, PREDICTION_RUN]
+        )
+        labels, states, priorities, confusion, misses = {}, {}, {}, {}, {}
+        for sid, preds, working, model, run in zip(
+            ids, predictions, current, models, runs, strict=True
+        ):
+            boxes = preds.detections if preds is not None else []
+            outcome = triage_image(
+                [b.label for b in boxes],
+                np.array([b.confidence for b in boxes], dtype=np.float64),
+                np.array([b.bounding_box for b in boxes], dtype=np.float64).reshape(-1, 4),
+                config,
+                **triage_options,
+            )
+            proposed = [
+                fo.Detection(
+                    label=box.label,
+                    bounding_box=list(box.bounding_box),
+                    confidence=box.confidence,
+                    provenance=Provenance.AUTO.value,
+                    route=route.value,
+                    prediction_id=box.id,
+                    model=model,
+                    run=run,
+                )
+                for box, route in zip(boxes, outcome.routes, strict=True)
+                if route != Route.REJECT
+            ]
+            labels[sid] = fo.Detections(detections=merge_working_labels(working, proposed))
+            states[sid] = outcome.state.value
+            priorities[sid] = outcome.priority
+            confusion[sid] = outcome.signals["class_confusion"]
+            misses[sid] = outcome.signals["likely_misses"]
+        if not ids:
+            return {}
+        for field, values in (
+            (LABELS, labels), (STATE, states), (PRIORITY, priorities),
+            (CLASS_CONFUSION, confusion), (LIKELY_MISSES, misses),
+        ):
+            self.dataset.set_values(field, values, key_field="id", validate=False)
+        counts: dict[str, int] = {}
+        for state in states.values():
+            counts[state] = counts.get(state, 0) + 1
+        return counts
+
+    def apply_reviews(self, reviewer: str | None = None) -> dict[str, int]:
+        """Apply what reviewers did on images tagged ``reviewed``: drop ``reject``-tagged boxes,
+        mark the remaining boxes human-confirmed, set the state ``reviewed``.
+
+        Idempotent: an image already applied, with no new ``reject`` tag, is not touched again.
+        Returns counts of images applied and boxes confirmed, rejected and drawn.
+        """
+        from fiftyone import ViewField as F
+
+        fo = self._fo
+        now = datetime.now(UTC).replace(tzinfo=None)
+        has_reject = F(f"{LABELS}.detections").filter(F("tags").contains(REJECT_TAG)).length() > 0
+        view = self.dataset.match_tags(REVIEWED_TAG).match(
+            (F(STATE) != ImageState.REVIEWED.value) | has_reject
+        )
+        ids, current = view.values(["id", LABELS])
+        labels = {}
+        report = {"images": len(ids), "confirmed": 0, "rejected": 0, "drawn": 0}
+        for sid, working in zip(ids, current, strict=True):
+            kept = []
+            for box in working.detections if working is not None else []:
+                if REJECT_TAG in box.tags:
+                    report["rejected"] += 1
+                    continue
+                if getattr(box, "provenance", None) != Provenance.HUMAN.value:
+                    report["confirmed"] += 1
+                    box.provenance = Provenance.HUMAN.value
+                    box.confirmed = True
+                elif not getattr(box, "confirmed", False):
+                    report["drawn"] += 1
+                    box.confirmed = True
+                kept.append(box)
+            labels[sid] = fo.Detections(detections=kept)
+        if ids:
+            self.dataset.set_values(LABELS, labels, key_field="id", validate=False)
+            for field, value in (
+                (STATE, ImageState.REVIEWED.value), (REVIEWED_AT, now), (REVIEWED_BY, reviewer),
+            ):
+                self.dataset.set_values(field, dict.fromkeys(ids, value), key_field="id")
+        return report
+
     # -- reading ---------------------------------------------------------------------------
 
     def status(self) -> dict:
@@ -290,6 +410,23 @@ class ImageStore:
         view = self.dataset.match(F(STATE) == ImageState.FAILED.value)
         paths, reasons = view.values(["filepath", FAILURE])
         return list(zip(paths, reasons, strict=True))
+
+
+def is_human_decided(box) -> bool:
+    """A working box a person has drawn, confirmed or tagged: never changed by the pipeline."""
+    return getattr(box, "provenance", None) == Provenance.HUMAN.value or bool(box.tags)
+
+
+def merge_working_labels(current, proposed: list) -> list:
+    """The one place that enforces "human labels are never overwritten".
+
+    Keeps every box of ``current`` (an ``fo.Detections`` or None) that a human decided, and adds
+    the ``proposed`` automatic boxes except those standing for a prediction a kept box already
+    represents. Automatic boxes nobody touched are replaced.
+    """
+    kept = [box for box in (current.detections if current else []) if is_human_decided(box)]
+    represented = {getattr(box, "prediction_id", None) for box in kept} - {None}
+    return kept + [box for box in proposed if box.prediction_id not in represented]
 
 
 def _import_fiftyone():
