@@ -72,6 +72,7 @@ class AnnotationSummary:
     failed: list[tuple[str, str]]
     boxes: int
     wall_seconds: float
+    routed: dict[str, int] = field(default_factory=dict)  # new images per triage state
 
     @property
     def images_per_second(self) -> float:
@@ -90,6 +91,7 @@ class AnnotationSummary:
             ("annotated this run", self.annotated),
             ("failed", len(self.failed)),
             ("boxes stored", self.boxes),
+            *((f"routed: {state}", n) for state, n in sorted(self.routed.items())),
             ("wall time", f"{self.wall_seconds:.1f} s"),
             ("throughput", f"{self.images_per_second:.2f} images/s"),
         ]
@@ -190,6 +192,7 @@ def summarise(
     discovery: DiscoveryReport,
     batches: Iterable[BatchReport],
     wall_seconds: float,
+    routed: dict[str, int] | None = None,
 ) -> AnnotationSummary:
     """Fold the reports of one run into its summary."""
     batches = list(batches)
@@ -204,6 +207,7 @@ def summarise(
         failed=discovery.unreadable + [f for b in batches for f in b.failed],
         boxes=sum(b.boxes for b in batches),
         wall_seconds=wall_seconds,
+        routed=routed or {},
     )
 
 
@@ -229,7 +233,8 @@ def run_annotation(
         if report.images == 0:
             break
         batches.append(report)
-    return summarise(config, run_id, discovery, batches, time.perf_counter() - started)
+    routed = store.apply_triage(config.triage, states=("predicted",))
+    return summarise(config, run_id, discovery, batches, time.perf_counter() - started, routed)
 
 
 def default_chunk_size(config: PipelineConfig) -> int:

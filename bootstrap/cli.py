@@ -152,6 +152,132 @@ def datasets() -> None:
         out.print(name)
 
 
+@app.command()
+def triage(
+    dataset: Annotated[str, typer.Argument(help="Dataset name.")],
+    config: ConfigOpt = None,
+    accept: Annotated[float | None, typer.Option(help="Default accept threshold.")] = None,
+    reject: Annotated[float | None, typer.Option(help="Default reject threshold.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Re-route stored predictions with (new) thresholds: no inference, human boxes kept."""
+    triage_config = _triage_config(config, dataset, accept, reject)
+    store = _open_existing(dataset)
+    counts = store.apply_triage(triage_config)
+    if as_json:
+        print(json.dumps(counts))
+        return
+    for state, count in sorted(counts.items()):
+        out.print(f"{state:>14}: {count}")
+
+
+@app.command()
+def review(
+    args: Annotated[list[str], typer.Argument(help="DATASET, or: apply DATASET", metavar="[apply] DATASET")],
+    budget: Annotated[int | None, typer.Option(help="At most N images in the batch.")] = None,
+    open_app: Annotated[bool, typer.Option("--open", help="Open the App on the queue.")] = False,
+    reviewer: Annotated[str | None, typer.Option(help="Who reviewed (apply).")] = None,
+    port: Annotated[int, typer.Option(help="App port on 127.0.0.1.")] = 5151,
+) -> None:
+    """Build the ranked review queue (saved view `review-queue`), or apply what reviewers did."""
+    from bootstrap.review import build_review_queue
+
+    if len(args) == 2 and args[0] == "apply":
+        report = _open_existing(args[1]).apply_reviews(reviewer or os.environ.get("USER"))
+        out.print(
+            f"applied {report['images']} reviewed images: {report['confirmed']} boxes confirmed, "
+            f"{report['rejected']} rejected, {report['drawn']} drawn by hand",
+            soft_wrap=True,
+        )
+        return
+    if len(args) != 1:
+        _fail("usage: bootstrap review DATASET [--budget N] [--open] | bootstrap review apply DATASET", 2)
+    store = _open_existing(args[0])
+    queue = build_review_queue(store, budget)
+    out.print(
+        f"{len(queue.sample_ids)} of {queue.waiting} images waiting for review are queued in "
+        f"the saved view '{queue.view_name}', highest priority first.",
+        soft_wrap=True,
+    )
+    if open_app:
+        import fiftyone as fo
+
+        session = fo.launch_app(
+            store.dataset.load_saved_view(queue.view_name), address="127.0.0.1", port=port, auto=False
+        )
+        out.print(f"FiftyOne App on http://127.0.0.1:{port} (Ctrl+C to stop)")
+        session.wait(-1)
+
+
+@app.command("simulate-review")
+def simulate_review(
+    dataset: Annotated[str, typer.Argument(help="Dataset name (left unchanged: a clone is used).")],
+    ground_truth: Annotated[Path, typer.Option(help="YOLO dataset folder: data.yaml + labels/.")],
+    budget: Annotated[int | None, typer.Option(help="Images reviewed at most.")] = None,
+    config: ConfigOpt = None,
+    accept: Annotated[float | None, typer.Option(help="Default accept threshold.")] = None,
+    reject: Annotated[float | None, typer.Option(help="Default reject threshold.")] = None,
+    cost_image: Annotated[float, typer.Option(help="Seconds per opened image.")] = 1.0,
+    cost_verify: Annotated[float, typer.Option(help="Seconds per verified box.")] = 2.0,
+    cost_draw: Annotated[float, typer.Option(help="Seconds per drawn box.")] = 7.0,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Play the reviewer from ground truth; report human time and the resulting quality."""
+    from bootstrap.simulation import run_simulation
+
+    triage_config = _triage_config(config, dataset, accept, reject)
+    from bootstrap.review import CostModel
+
+    store = _open_existing(dataset)
+    report = run_simulation(
+        store, ground_truth, triage_config, budget,
+        CostModel(open_image=cost_image, verify_box=cost_verify, draw_box=cost_draw),
+        ontology_config=_config_or_exit(config, dataset).ontology,
+    )
+    if as_json:
+        print(json.dumps(report.to_dict()))
+        return
+    table = Table(title=f"simulated review of {dataset}", show_header=False)
+    for key, value in report.to_dict().items():
+        table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
+    out.print(table)
+    out.print(
+        f"Human time: {report.review_seconds / 3600:.2f} h, "
+        f"{100 * report.cost_fraction:.1f}% of labelling from scratch "
+        f"({report.scratch_seconds / 3600:.2f} h); precision {report.precision:.3f}, "
+        f"recall {report.recall:.3f}.",
+        soft_wrap=True,
+    )
+
+
+def _config_or_exit(config: Path | None, dataset: str):
+    try:
+        return config_from_flags(str(config) if config else None, dataset=dataset)
+    except ConfigError as error:
+        _fail(f"invalid configuration:\n{error}", code=2)
+
+
+def _triage_config(config: Path | None, dataset: str, accept: float | None, reject: float | None):
+    from bootstrap.config import TriageConfig, validate_config
+
+    base = _config_or_exit(config, dataset)
+    raw = base.triage.model_dump() | {k: v for k, v in (("accept", accept), ("reject", reject)) if v is not None}
+    try:
+        return validate_config({"dataset": dataset, "triage": raw}).triage
+    except ConfigError as error:
+        _fail(f"invalid thresholds:\n{error}", code=2)
+    return TriageConfig()
+
+
+def _open_existing(dataset: str):
+    from bootstrap.store import ImageStore, StoreError
+
+    try:
+        return ImageStore.open_existing(dataset)
+    except StoreError as error:
+        _fail(str(error))
+
+
 def _validate_or_exit(config_path: str | None, flags: dict) -> None:
     try:
         config = config_from_flags(config_path, **flags)
@@ -170,6 +296,7 @@ def _print_summary(summary: dict) -> None:
         ("annotated this run", summary["annotated"]),
         ("failed", len(summary["failed"])),
         ("boxes stored", summary["boxes"]),
+        *((f"routed: {state}", n) for state, n in sorted(summary["routed"].items())),
         ("wall time", f"{summary['wall_seconds']:.1f} s"),
         ("throughput", f"{summary['images_per_second']:.2f} images/s"),
     ]

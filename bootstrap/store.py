@@ -270,6 +270,13 @@ class ImageStore:
             predictions[sid] = to_fiftyone(result.detections)
             states[sid] = ImageState.PREDICTED.value
             failures[sid] = None
+        # A new model run may refresh predictions of reviewed images; their state stays
+        # `reviewed` (and triage never touches them), so no human decision is undone.
+        reviewed = self.dataset.select(list(states)).match(
+            self._fo.ViewField(STATE) == ImageState.REVIEWED.value
+        )
+        for sid in reviewed.values("id"):
+            states[sid] = ImageState.REVIEWED.value
         self.dataset.set_values(PREDICTIONS, predictions, key_field="id", validate=False)
         if metadata:
             self.dataset.set_values("metadata", metadata, key_field="id", validate=False)
@@ -288,18 +295,23 @@ class ImageStore:
 
     # -- triage and review -----------------------------------------------------------------
 
-    def apply_triage(self, config: TriageConfig, **triage_options) -> dict[str, int]:
+    def apply_triage(
+        self, config: TriageConfig, states: tuple[str, ...] = TRIAGE_INPUT_STATES, **triage_options
+    ) -> dict[str, int]:
         """(Re)route stored predictions into ``labels``, states, signals and priorities.
 
         No inference: this reads ``predictions`` only, so new thresholds are cheap to try.
         Reviewed, failed and pending images are left alone, and on every other image the boxes
         a human decided are kept as they are (``merge_working_labels``).
+        ``states`` limits which images are (re)triaged (``annotate`` passes only ``predicted``);
+        it never admits reviewed, failed or pending images.
         Returns the number of images per resulting state.
         """
         from fiftyone import ViewField as F
 
         fo = self._fo
-        view = self.dataset.match(F(STATE).is_in(list(TRIAGE_INPUT_STATES)))
+        states = tuple(s for s in states if s in TRIAGE_INPUT_STATES)
+        view = self.dataset.match(F(STATE).is_in(list(states)))
         ids, predictions, current, models, runs = view.values(
             ["id", PREDICTIONS, LABELS, PREDICTION_MODEL, PREDICTION_RUN]
         )

@@ -41,6 +41,11 @@ def annotate_chunk(config: PipelineConfig, run_id: str, limit: int) -> steps.Bat
     return steps.annotate_pending(config, ImageStore(config.dataset), run_id, limit)
 
 
+@task(cache_policy=NONE, **IO_RETRIES)
+def triage_new_images(config: PipelineConfig) -> dict[str, int]:
+    return ImageStore(config.dataset).apply_triage(config.triage, states=("predicted",))
+
+
 @task(cache_policy=NONE)
 def summarise(
     config: PipelineConfig,
@@ -48,8 +53,9 @@ def summarise(
     discovery: steps.DiscoveryReport,
     batches: list[steps.BatchReport],
     wall_seconds: float,
+    routed: dict[str, int],
 ) -> steps.AnnotationSummary:
-    return steps.summarise(config, run_id, discovery, batches, wall_seconds)
+    return steps.summarise(config, run_id, discovery, batches, wall_seconds, routed)
 
 
 @flow(name="annotate", log_prints=True)
@@ -107,7 +113,8 @@ def annotate(
         done = sum(b.images for b in batches)
         update_progress_artifact(progress_id, min(100.0, 100.0 * done / max(discovery.pending, 1)))
     update_progress_artifact(progress_id, 100.0)
-    summary = summarise(config, run_id, discovery, batches, time.perf_counter() - started)
+    routed = triage_new_images(config)
+    summary = summarise(config, run_id, discovery, batches, time.perf_counter() - started, routed)
     create_markdown_artifact(
         markdown=f"# Annotate `{config.dataset}`\n\n{summary.to_markdown()}",
         key=_artifact_key("annotate-summary", config.dataset),

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from bootstrap.store import ImageState, ImageStore
+from bootstrap.store import ImageStore
 from tests.conftest import needs_model
 
 pytestmark = [needs_model, pytest.mark.usefixtures("prefect_api")]
@@ -30,7 +30,10 @@ def test_flow_annotates_records_failures_and_rerun_adds_nothing(image_folder, da
     status = store.status()
     assert status["samples"] == 8 and status["failed"] == 2
     assert status["predictions"] == first["boxes"]
-    assert status["states"][ImageState.PREDICTED] == 6
+    # Annotate ends with triage: every decoded image has a triage state.
+    triaged = ("auto_accepted", "needs_review", "empty")
+    assert sum(status["states"][s] for s in triaged) == 6 and status["states"]["predicted"] == 0
+    assert sum(first["routed"].values()) == 6
 
     second = _run(image_folder, dataset_name)
     assert second["new"] == 0 and second["known"] == 8 and second["annotated"] == 0

@@ -1,0 +1,83 @@
+"""Routing, states, signals and priority: pure functions on hand-made boxes."""
+
+import numpy as np
+import pytest
+
+from bootstrap.config import TriageConfig
+from bootstrap.triage import Route, TriageState, route_boxes, thresholds, triage_image
+
+CONFIG = TriageConfig(accept=0.7, reject=0.3, per_class={"person": {"accept": 0.9}, "cat": {"reject": 0.1}})
+
+
+@pytest.mark.parametrize(
+    ("label", "confidence", "route"),
+    [
+        ("car", 0.75, Route.ACCEPT),
+        ("person", 0.75, Route.REVIEW),  # per-class accept 0.9
+        ("person", 0.95, Route.ACCEPT),
+        ("car", 0.2, Route.REJECT),
+        ("cat", 0.2, Route.REVIEW),  # per-class reject 0.1
+        ("cat", 0.05, Route.REJECT),
+        ("car", 0.3, Route.REVIEW),  # the reject threshold itself is kept
+        ("car", 0.7, Route.ACCEPT),  # the accept threshold itself is accepted
+    ],
+)
+def test_per_class_routing(label, confidence, route):
+    assert route_boxes([label], np.array([confidence]), CONFIG) == [route]
+
+
+def test_thresholds_fall_back_to_defaults():
+    assert thresholds(CONFIG, "person") == (0.9, 0.3)
+    assert thresholds(CONFIG, "truck") == (0.7, 0.3)
+
+
+def _boxes(*xywh):
+    return np.array(xywh, dtype=np.float64).reshape(-1, 4)
+
+
+@pytest.mark.parametrize(
+    ("labels", "confidences", "boxes", "state"),
+    [
+        ([], [], _boxes(), TriageState.EMPTY),
+        (["car"], [0.1], _boxes([0, 0, 0.1, 0.1]), TriageState.EMPTY),
+        (["car", "dog"], [0.9, 0.8], _boxes([0, 0, 0.1, 0.1], [0.5, 0.5, 0.1, 0.1]), TriageState.AUTO_ACCEPTED),
+        (["car", "dog"], [0.9, 0.5], _boxes([0, 0, 0.1, 0.1], [0.5, 0.5, 0.1, 0.1]), TriageState.NEEDS_REVIEW),
+    ],
+    ids=["nothing", "only-rejected", "all-accepted", "one-uncertain"],
+)
+def test_image_state(labels, confidences, boxes, state):
+    assert triage_image(labels, np.array(confidences), boxes, CONFIG).state == state
+
+
+def test_class_confusion_fires_on_overlapping_boxes_of_different_classes():
+    same_place = _boxes([0.1, 0.1, 0.3, 0.3], [0.11, 0.1, 0.3, 0.3])
+    confused = triage_image(["dog", "cat"], np.array([0.9, 0.85]), same_place, CONFIG)
+    assert confused.signals["class_confusion"] == 1
+    assert confused.state == TriageState.NEEDS_REVIEW  # though both boxes are accepted
+    agreed = triage_image(["dog", "dog"], np.array([0.9, 0.85]), same_place, CONFIG)
+    assert agreed.signals["class_confusion"] == 0 and agreed.state == TriageState.AUTO_ACCEPTED
+
+
+def test_likely_misses_fires_on_low_score_mass():
+    # One confident box plus many half-seen objects below the reject threshold.
+    boxes = _boxes(*[[0.1 * i, 0, 0.05, 0.05] for i in range(6)])
+    outcome = triage_image(["car"] * 6, np.array([0.9, 0.25, 0.25, 0.25, 0.2, 0.2]), boxes, CONFIG)
+    assert outcome.signals["likely_misses"] == pytest.approx(1.15)
+    assert outcome.state == TriageState.NEEDS_REVIEW
+    calm = triage_image(["car"] * 2, np.array([0.9, 0.1]), boxes[:2], CONFIG)
+    assert calm.state == TriageState.AUTO_ACCEPTED
+
+
+def test_external_signals_make_an_image_need_review_and_raise_priority():
+    boxes = _boxes([0, 0, 0.1, 0.1])
+    plain = triage_image(["car"], np.array([0.9]), boxes, CONFIG)
+    doubted = triage_image(["car"], np.array([0.9]), boxes, CONFIG, extra_signals={"tta_disagreement": 0.5})
+    assert plain.state == TriageState.AUTO_ACCEPTED
+    assert doubted.state == TriageState.NEEDS_REVIEW and doubted.priority > plain.priority
+
+
+def test_coin_flip_boxes_outrank_near_certain_ones():
+    boxes = _boxes([0, 0, 0.1, 0.1], [0.5, 0.5, 0.1, 0.1])
+    unsure = triage_image(["car", "car"], np.array([0.5, 0.52]), boxes, CONFIG)
+    fairly_sure = triage_image(["car", "car"], np.array([0.68, 0.69]), boxes, CONFIG)
+    assert unsure.priority > fairly_sure.priority > 0
