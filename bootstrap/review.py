@@ -54,6 +54,20 @@ def build_review_queue(store: ImageStore, budget: int | None = None) -> ReviewQu
     return ReviewQueue(QUEUE_VIEW, ids, len(waiting))
 
 
+def queue_markdown(dataset: str, queue: ReviewQueue, states: dict[str, int]) -> str:
+    """The review batch as markdown: images per state, then the queued sample ids in order."""
+    lines = [f"# Review queue of `{dataset}`", "", "| state | images |", "|---|---|"]
+    lines += [f"| {state} | {count} |" for state, count in states.items()]
+    lines += [
+        "",
+        f"**{len(queue.sample_ids)}** of {queue.waiting} images waiting are queued in the saved "
+        f"view `{queue.view_name}` (FiftyOne App: `bootstrap app {dataset}`, then pick the view).",
+        "",
+    ]
+    lines += [f"{rank}. `{sid}`" for rank, sid in enumerate(queue.sample_ids, start=1)]
+    return "\n".join(lines)
+
+
 @dataclass(frozen=True)
 class CostModel:
     """Seconds of human time per action (defaults from labelling-tool timing studies we use)."""

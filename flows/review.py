@@ -1,0 +1,86 @@
+"""The ``review`` flow: triage, queue the next batch, wait for the reviewer in the Prefect UI,
+then apply what they did.
+
+The pause shows a form in the Prefect UI ("Resume" on the flow run): it says how many images
+wait and asks the reviewer to confirm the batch is done. On resume the flow runs
+``review apply``. Reviewing itself happens in the FiftyOne App (``bootstrap app DATASET``, the
+saved view ``review-queue``).
+"""
+
+from __future__ import annotations
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NONE
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+
+from bootstrap.config import config_from_flags
+from bootstrap.review import ReviewQueue, build_review_queue, queue_markdown
+from bootstrap.store import ImageStore
+
+
+class ReviewDone(RunInput):
+    """What the reviewer answers when resuming the flow run."""
+
+    done: bool = True
+    reviewer: str | None = None
+
+
+@task(cache_policy=NONE)
+def triage_dataset(dataset: str, config_path: str | None) -> dict[str, int]:
+    config = config_from_flags(config_path, dataset=dataset)
+    return ImageStore.open_existing(dataset).apply_triage(config.triage)
+
+
+@task(cache_policy=NONE)
+def queue_review_batch(dataset: str, budget: int | None) -> ReviewQueue:
+    return build_review_queue(ImageStore.open_existing(dataset), budget)
+
+
+@task(cache_policy=NONE)
+def apply_reviews(dataset: str, reviewer: str | None) -> dict[str, int]:
+    return ImageStore.open_existing(dataset).apply_reviews(reviewer)
+
+
+@flow(name="review", log_prints=True)
+def review(
+    dataset: str,
+    budget: int | None = 50,
+    config_path: str | None = None,
+    retriage: bool = True,
+    timeout_hours: float = 24.0,
+) -> dict:
+    """Queue the next review batch, wait for the reviewer, apply their decisions.
+
+    Args:
+        dataset: FiftyOne dataset name.
+        budget: at most this many images in the batch (highest priority first).
+        config_path: pipeline config whose triage thresholds are used.
+        retriage: re-route stored predictions with the config's thresholds first.
+        timeout_hours: how long to wait for the reviewer before the run fails.
+    """
+    routed = triage_dataset(dataset, config_path) if retriage else {}
+    queue = queue_review_batch(dataset, budget)
+    status = ImageStore.open_existing(dataset).status()
+    create_markdown_artifact(
+        markdown=queue_markdown(dataset, queue, status["states"]),
+        key=f"review-queue-{dataset.lower().replace('_', '-').replace('.', '-')}",
+        description="Review batch",
+    )
+    if not queue.sample_ids:
+        return {"routed": routed, "queued": 0, "applied": {}}
+    answer = pause_flow_run(
+        wait_for_input=ReviewDone.with_initial_data(
+            description=(
+                f"**{len(queue.sample_ids)} images** wait in the saved view `{queue.view_name}` of "
+                f"dataset `{dataset}` (open it with `bootstrap app {dataset}`). Tag wrong boxes "
+                "`reject`, draw missing ones, tag each finished image `reviewed`, then resume here."
+            ),
+            done=True,
+        ),
+        timeout=int(timeout_hours * 3600),
+        poll_interval=2,
+    )
+    applied = apply_reviews(dataset, answer.reviewer) if answer.done else {}
+    return {"routed": routed, "queued": len(queue.sample_ids), "applied": applied}
