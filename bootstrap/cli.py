@@ -220,12 +220,19 @@ def simulate_review(
     cost_image: Annotated[float, typer.Option(help="Seconds per opened image.")] = 1.0,
     cost_verify: Annotated[float, typer.Option(help="Seconds per verified box.")] = 2.0,
     cost_draw: Annotated[float, typer.Option(help="Seconds per drawn box.")] = 7.0,
+    signals: Annotated[
+        bool, typer.Option("--signals/--no-signals", help="Doubt signals on (config) or off.")
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Play the reviewer from ground truth; report human time and the resulting quality."""
     from bootstrap.simulation import run_simulation
 
     triage_config = _triage_config(config, dataset, accept, reject)
+    if not signals:
+        triage_config = triage_config.model_copy(
+            update={"class_confusion_iou": None, "likely_misses_at": None}
+        )
     from bootstrap.review import CostModel
 
     store = _open_existing(dataset)

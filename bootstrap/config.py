@@ -125,6 +125,9 @@ class TriageConfig(_Strict):
     accept: float = Field(0.7, ge=0.0, le=1.0)
     reject: float = Field(0.25, ge=0.0, le=1.0)
     per_class: dict[str, ClassThresholds] = {}
+    # Doubt signals (bootstrap.triage); null switches one off.
+    class_confusion_iou: float | None = Field(0.7, gt=0.0, le=1.0)
+    likely_misses_at: float | None = Field(1.0, gt=0.0)
 
     @model_validator(mode="after")
     def _reject_below_accept(self) -> TriageConfig:

@@ -296,7 +296,7 @@ class ImageStore:
     # -- triage and review -----------------------------------------------------------------
 
     def apply_triage(
-        self, config: TriageConfig, states: tuple[str, ...] = TRIAGE_INPUT_STATES, **triage_options
+        self, config: TriageConfig, states: tuple[str, ...] = TRIAGE_INPUT_STATES
     ) -> dict[str, int]:
         """(Re)route stored predictions into ``labels``, states, signals and priorities.
 
@@ -312,35 +312,46 @@ class ImageStore:
         fo = self._fo
         states = tuple(s for s in states if s in TRIAGE_INPUT_STATES)
         view = self.dataset.match(F(STATE).is_in(list(states)))
-        ids, predictions, current, models, runs = view.values(
-            ["id", PREDICTIONS, LABELS, PREDICTION_MODEL, PREDICTION_RUN]
+        # Primitive sub-fields, not whole documents: building a Detection object per stored box
+        # was most of triage's time. Working labels are loaded whole only where a person has
+        # decided something, since only those boxes are kept.
+        p = f"{PREDICTIONS}.detections"
+        ids, pred_ids, names, scores, boxes, models, runs, provenances, tag_lists = view.values(
+            ["id", f"{p}.id", f"{p}.label", f"{p}.confidence", f"{p}.bounding_box",
+             PREDICTION_MODEL, PREDICTION_RUN, f"{LABELS}.detections.provenance",
+             f"{LABELS}.detections.tags"]
         )
+        touched = [
+            sid for sid, provs, tags in zip(ids, provenances, tag_lists, strict=True)
+            if any(v == Provenance.HUMAN.value for v in provs or []) or any(tags or [])
+        ]
+        current = dict(zip(touched, self.dataset.select(touched).values(LABELS), strict=True))
         labels, states, priorities, confusion, misses = {}, {}, {}, {}, {}
-        for sid, preds, working, model, run in zip(
-            ids, predictions, current, models, runs, strict=True
+        for sid, box_ids, box_labels, box_scores, box_xywh, model, run in zip(
+            ids, pred_ids, names, scores, boxes, models, runs, strict=True
         ):
-            boxes = preds.detections if preds is not None else []
+            box_ids, box_labels = box_ids or [], box_labels or []
             outcome = triage_image(
-                [b.label for b in boxes],
-                np.array([b.confidence for b in boxes], dtype=np.float64),
-                np.array([b.bounding_box for b in boxes], dtype=np.float64).reshape(-1, 4),
+                box_labels,
+                np.array(box_scores or [], dtype=np.float64),
+                np.array(box_xywh or [], dtype=np.float64).reshape(-1, 4),
                 config,
-                **triage_options,
             )
             proposed = [
                 fo.Detection(
-                    label=box.label,
-                    bounding_box=list(box.bounding_box),
-                    confidence=box.confidence,
+                    label=box_labels[i],
+                    bounding_box=list(box_xywh[i]),
+                    confidence=box_scores[i],
                     provenance=Provenance.AUTO.value,
                     route=route.value,
-                    prediction_id=box.id,
+                    prediction_id=box_ids[i],
                     model=model,
                     run=run,
                 )
-                for box, route in zip(boxes, outcome.routes, strict=True)
+                for i, route in enumerate(outcome.routes)
                 if route != Route.REJECT
             ]
+            working = current.get(sid)
             labels[sid] = fo.Detections(detections=merge_working_labels(working, proposed))
             states[sid] = outcome.state.value
             priorities[sid] = outcome.priority

@@ -123,32 +123,33 @@ def triage_image(
     config: TriageConfig,
     extra_signals: dict[str, float] | None = None,
     weights: SignalWeights = SignalWeights(),
-    confusion_iou: float = 0.7,
-    likely_miss_threshold: float = 1.0,
 ) -> ImageTriage:
     """Route an image's boxes and derive its state, signals and priority.
 
     Args:
         labels, confidences, boxes_xywh: the image's stored predictions.
-        config: thresholds.
+        config: thresholds, and which signals are on (``class_confusion_iou``,
+            ``likely_misses_at``; ``None`` switches a signal off).
         extra_signals: signals computed elsewhere (``tta_disagreement``, ``model_disagreement``),
             each in [0, 1]; a value above 0 makes the image need review.
-        likely_miss_threshold: ``likely_misses`` at or above this makes the image need review.
     """
     confidences = np.asarray(confidences, dtype=np.float64)
     routes = route_boxes(labels, confidences, config)
     route_array = np.array([r.value for r in routes], dtype=object)
     kept = route_array != Route.REJECT.value
     review = route_array == Route.REVIEW.value
-    signals = {
-        "class_confusion": float(class_confusion(labels, boxes_xywh, kept, confusion_iou)),
-        "likely_misses": float(confidences[~kept].sum()),
-    }
+    signals = {"class_confusion": 0.0, "likely_misses": 0.0}
+    if config.class_confusion_iou is not None:
+        signals["class_confusion"] = float(
+            class_confusion(labels, boxes_xywh, kept, config.class_confusion_iou)
+        )
+    if config.likely_misses_at is not None:
+        signals["likely_misses"] = float(confidences[~kept].sum())
     signals.update(extra_signals or {})
 
     doubt = (
         signals["class_confusion"] > 0
-        or signals["likely_misses"] >= likely_miss_threshold
+        or (config.likely_misses_at is not None and signals["likely_misses"] >= config.likely_misses_at)
         or any(signals.get(k, 0.0) > 0 for k in ("tta_disagreement", "model_disagreement"))
     )
     if review.any() or doubt:

@@ -81,3 +81,11 @@ def test_coin_flip_boxes_outrank_near_certain_ones():
     unsure = triage_image(["car", "car"], np.array([0.5, 0.52]), boxes, CONFIG)
     fairly_sure = triage_image(["car", "car"], np.array([0.68, 0.69]), boxes, CONFIG)
     assert unsure.priority > fairly_sure.priority > 0
+
+
+def test_signals_can_be_switched_off():
+    same_place = _boxes([0.1, 0.1, 0.3, 0.3], [0.11, 0.1, 0.3, 0.3])
+    quiet = TriageConfig(class_confusion_iou=None, likely_misses_at=None)
+    outcome = triage_image(["dog", "cat"], np.array([0.9, 0.85]), same_place, quiet)
+    assert outcome.signals == {"class_confusion": 0.0, "likely_misses": 0.0}
+    assert outcome.state == TriageState.AUTO_ACCEPTED
