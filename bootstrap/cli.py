@@ -265,7 +265,7 @@ def _config_or_exit(config: Path | None, dataset: str):
 
 
 def _triage_config(config: Path | None, dataset: str, accept: float | None, reject: float | None):
-    from bootstrap.config import TriageConfig, validate_config
+    from bootstrap.config import validate_config
 
     base = _config_or_exit(config, dataset)
     raw = base.triage.model_dump() | {k: v for k, v in (("accept", accept), ("reject", reject)) if v is not None}
@@ -273,7 +273,6 @@ def _triage_config(config: Path | None, dataset: str, accept: float | None, reje
         return validate_config({"dataset": dataset, "triage": raw}).triage
     except ConfigError as error:
         _fail(f"invalid thresholds:\n{error}", code=2)
-    return TriageConfig()
 
 
 def _open_existing(dataset: str):

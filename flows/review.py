@@ -39,6 +39,11 @@ def queue_review_batch(dataset: str, budget: int | None) -> ReviewQueue:
 
 
 @task(cache_policy=NONE)
+def count_states(dataset: str) -> dict[str, int]:
+    return ImageStore.open_existing(dataset).status()["states"]
+
+
+@task(cache_policy=NONE)
 def apply_reviews(dataset: str, reviewer: str | None) -> dict[str, int]:
     return ImageStore.open_existing(dataset).apply_reviews(reviewer)
 
@@ -62,9 +67,8 @@ def review(
     """
     routed = triage_dataset(dataset, config_path) if retriage else {}
     queue = queue_review_batch(dataset, budget)
-    status = ImageStore.open_existing(dataset).status()
     create_markdown_artifact(
-        markdown=queue_markdown(dataset, queue, status["states"]),
+        markdown=queue_markdown(dataset, queue, count_states(dataset)),
         key=f"review-queue-{dataset.lower().replace('_', '-').replace('.', '-')}",
         description="Review batch",
     )

@@ -62,3 +62,21 @@ def test_real_command_with_ephemeral_prefect(tmp_path, image_folder, dataset_nam
     assert "annotated this run" in done.stdout and "│ 7" in done.stdout
     assert f"failed {image_folder / 'broken.jpg'}" in done.stdout.replace("\n", "")
     assert f"bootstrap app {dataset_name}" in done.stdout
+
+
+@needs_model
+def test_triage_review_and_apply_commands(image_folder, dataset_name):
+    from bootstrap.annotate import run_annotation
+    from bootstrap.config import config_from_flags
+
+    run_annotation(config_from_flags(None, dataset=dataset_name, sources=[str(image_folder)]))
+    strict = runner.invoke(app, ["triage", dataset_name, "--accept", "0.99", "--json"])
+    assert strict.exit_code == 0, strict.output
+    counts = json.loads(strict.stdout)
+    assert sum(counts.values()) == 6 and counts.get("auto_accepted", 0) == 0
+    queued = runner.invoke(app, ["review", dataset_name, "--budget", "2"])
+    assert queued.exit_code == 0 and "2 of" in queued.output and "review-queue" in queued.output
+    applied = runner.invoke(app, ["review", "apply", dataset_name])
+    assert applied.exit_code == 0 and "applied 0 reviewed images" in applied.output
+    bad = runner.invoke(app, ["triage", dataset_name, "--accept", "0.2", "--reject", "0.5"])
+    assert bad.exit_code == 2 and "reject (0.5) is above accept (0.2)" in bad.output
