@@ -6,7 +6,6 @@ Resumable by construction: the dataset is the work queue (see ``bootstrap.annota
 
 from __future__ import annotations
 
-import re
 import time
 
 from prefect import flow, task
@@ -21,6 +20,7 @@ from prefect.runtime import flow_run
 from bootstrap import annotate as steps
 from bootstrap.config import PipelineConfig, config_from_flags
 from bootstrap.store import ImageStore
+from flows import artifact_key
 
 # Database and file errors are usually transient (a restarting MongoDB, a flaky mount).
 IO_RETRIES = dict(retries=2, retry_delay_seconds=5)
@@ -100,7 +100,7 @@ def annotate(
     check_setup(config)
     discovery = discover_new_images(config)
     progress_id = create_progress_artifact(
-        progress=0.0, key=_artifact_key("annotate-progress", config.dataset),
+        progress=0.0, key=artifact_key("annotate-progress", config.dataset),
         description=f"Images annotated of {discovery.pending} pending",
     )
     batches: list[steps.BatchReport] = []
@@ -117,12 +117,8 @@ def annotate(
     summary = summarise(config, run_id, discovery, batches, time.perf_counter() - started, routed)
     create_markdown_artifact(
         markdown=f"# Annotate `{config.dataset}`\n\n{summary.to_markdown()}",
-        key=_artifact_key("annotate-summary", config.dataset),
+        key=artifact_key("annotate-summary", config.dataset),
         description="Pre-annotation summary",
     )
     return summary.to_dict()
 
-
-def _artifact_key(prefix: str, dataset: str) -> str:
-    # Artifact keys allow only lowercase letters, digits and dashes.
-    return f"{prefix}-{re.sub(r'[^a-z0-9-]+', '-', dataset.lower())}".strip("-")

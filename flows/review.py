@@ -18,6 +18,7 @@ from prefect.input import RunInput
 from bootstrap.config import config_from_flags
 from bootstrap.review import ReviewQueue, build_review_queue, queue_markdown
 from bootstrap.store import ImageStore
+from flows import artifact_key
 
 
 class ReviewDone(RunInput):
@@ -69,7 +70,7 @@ def review(
     queue = queue_review_batch(dataset, budget)
     create_markdown_artifact(
         markdown=queue_markdown(dataset, queue, count_states(dataset)),
-        key=f"review-queue-{dataset.lower().replace('_', '-').replace('.', '-')}",
+        key=artifact_key("review-queue", dataset),
         description="Review batch",
     )
     if not queue.sample_ids:

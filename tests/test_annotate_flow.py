@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from bootstrap.store import ImageStore
-from tests.conftest import needs_model
+from tests.conftest import needs_model, post_prefect_filter
 
 pytestmark = [needs_model, pytest.mark.usefixtures("prefect_api")]
 
@@ -69,17 +69,10 @@ def test_renamed_and_copied_images_are_not_annotated_twice(image_folder, dataset
 
 
 def _latest_artifact(key: str) -> dict:
-    # prefect 3.8.8's client sends nulls (offset, flow_runs) that its server, under fastapi
-    # 0.154, refuses with 422; so the filter is posted here without them.
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        response = client._client.post(
-            "/artifacts/filter",
-            json={"artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC", "limit": 1, "offset": 0},
-        )
-        response.raise_for_status()
-        found = response.json()
+    found = post_prefect_filter(
+        "/artifacts/filter",
+        {"artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC", "limit": 1},
+    )
     assert found, f"no artifact {key}"
     return found[0]
 

@@ -8,23 +8,16 @@ import pytest
 from bootstrap.annotate import run_annotation
 from bootstrap.config import config_from_flags
 from bootstrap.store import ImageStore
-from tests.conftest import needs_model
+from tests.conftest import needs_model, post_prefect_filter
 
 pytestmark = [needs_model, pytest.mark.usefixtures("prefect_api")]
 
 
 def _paused_run_ids():
-    # Posted directly: prefect 3.8.8's client sends nulls its server refuses (see
-    # test_annotate_flow._latest_artifact).
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        response = client._client.post(
-            "/flow_runs/filter",
-            json={"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}, "limit": 10, "offset": 0},
-        )
-        response.raise_for_status()
-        return [run["id"] for run in response.json()]
+    runs = post_prefect_filter(
+        "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}}
+    )
+    return [run["id"] for run in runs]
 
 
 def test_review_flow_pauses_then_applies_on_resume(image_folder, dataset_name):
