@@ -65,6 +65,13 @@ def annotate(
     min_confidence: Annotated[
         float | None, typer.Option(help="Lowest score stored (<= 0.1).")
     ] = None,
+    tta: Annotated[
+        list[str] | None,
+        typer.Option(help="Test-time view fused with the model's boxes: hflip, upscale (repeatable)."),
+    ] = None,
+    second_model: Annotated[
+        str | None, typer.Option(help="A second detector whose boxes are fused in, e.g. yolo26n.pt.")
+    ] = None,
     max_chunks: Annotated[
         int | None, typer.Option(help="Stop after N chunks; the rest stays pending.")
     ] = None,
@@ -75,6 +82,7 @@ def annotate(
     flags = dict(
         dataset=dataset, sources=sources, model=model, device=device,
         batch_size=batch_size, image_size=image_size, min_confidence=min_confidence,
+        tta=tta, second_model=second_model,
     )
     config_path = str(config) if config else None
     _validate_or_exit(config_path, flags)

@@ -7,6 +7,7 @@ Resumable by construction: the dataset is the work queue (see ``bootstrap.annota
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 from prefect import flow, task
 from prefect.artifacts import (
@@ -68,6 +69,8 @@ def annotate(
     batch_size: int | None = None,
     image_size: int | None = None,
     min_confidence: float | None = None,
+    tta: list[Literal["hflip", "upscale"]] | None = None,
+    second_model: str | None = None,
     chunk_size: int | None = None,
     max_chunks: int | None = None,
 ) -> dict:
@@ -82,6 +85,8 @@ def annotate(
         batch_size: images per model call.
         image_size: inference size in pixels (a multiple of 32).
         min_confidence: the lowest score stored (at most 0.1).
+        tta: test-time views whose boxes are fused in: hflip, upscale (one inference pass each).
+        second_model: a second detector whose boxes are fused in, e.g. yolo26n.pt.
         chunk_size: images per detection task (default 8 batches).
         max_chunks: stop after this many chunks; the rest stays pending for the next run.
     """
@@ -95,6 +100,8 @@ def annotate(
         batch_size=batch_size,
         image_size=image_size,
         min_confidence=min_confidence,
+        tta=tta,
+        second_model=second_model,
     )
     run_id = str(flow_run.get_id() or "local")
     check_setup(config)
