@@ -216,7 +216,7 @@ def calibration_evidence(store, source: str = "auto", iou: float = 0.5) -> Evalu
         store.dataset.exists(GROUND_TRUTH)
     )
     if source == "ground_truth" or (source == "auto" and has_truth):
-        return evaluate_field(store, PREDICTIONS, GROUND_TRUTH, iou=iou)
+        return evaluate_field(store, PREDICTIONS, GROUND_TRUTH, iou=iou, compute_map=False)
     if source not in ("auto", "reviewed"):
         raise ValueError(f"source must be auto, ground_truth or reviewed, got {source!r}")
     reviewed = store.dataset.match(F(STATE) == ImageState.REVIEWED.value)
@@ -224,4 +224,4 @@ def calibration_evidence(store, source: str = "auto", iou: float = 0.5) -> Evalu
         raise GroundTruthError(
             f"dataset '{store.name}' has no ground truth and no reviewed images to calibrate from"
         )
-    return evaluate_field(store, PREDICTIONS, LABELS, view=reviewed, iou=iou)
+    return evaluate_field(store, PREDICTIONS, LABELS, view=reviewed, iou=iou, compute_map=False)

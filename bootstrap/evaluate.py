@@ -312,10 +312,12 @@ def evaluate_field(
     gt_field: str = GROUND_TRUTH,
     view=None,
     iou: float = 0.5,
+    compute_map: bool = True,
 ) -> Evaluation:
     """Match ``field`` against ``gt_field`` with FiftyOne's ``evaluate_detections`` (COCO-style,
     class-aware) on ``view`` (default: every image with ``gt_field``) and keep the outcome of
-    every box. mAP is computed where every box has a confidence.
+    every box. mAP (an IoU sweep: slow on thousands of boxes) is computed when
+    ``compute_map`` and every box has a confidence.
 
     Raises:
         GroundTruthError: no image has ``gt_field``.
@@ -329,7 +331,7 @@ def evaluate_field(
     if not len(scope):
         raise GroundTruthError(f"no image of '{store.name}' has '{gt_field}'")
     confidences = scope.values(f"{field}.detections.confidence", unwind=True)
-    with_scores = bool(confidences) and all(c is not None for c in confidences)
+    with_scores = compute_map and bool(confidences) and all(c is not None for c in confidences)
     key = f"eval_{field}_{uuid.uuid4().hex[:6]}"
     results = scope.evaluate_detections(
         field, gt_field=gt_field, eval_key=key, iou=iou, classwise=True, compute_mAP=with_scores
