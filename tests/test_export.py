@@ -193,3 +193,11 @@ def test_parse_include_and_errors(store, tmp_path):
         parse_include("pending")
     with pytest.raises(ExportError, match="unsupported format 'voc'"):
         export_dataset(store, tmp_path / "x", "voc")
+
+
+def test_export_flow_returns_the_manifest_with_its_run(store, tmp_path, prefect_api):
+    from flows.export import export as export_flow
+
+    manifest = export_flow(store.name, str(tmp_path / "flow"), "coco", None, "train=1.0")
+    assert manifest["flow_run"] and manifest["format"] == "coco"
+    assert manifest["config_hash"] and (tmp_path / "flow" / "train" / "labels.json").is_file()
