@@ -337,3 +337,164 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted: what was stored is kept; run the same command again to resume")
         sys.exit(130)
+
+
+# -- export, evaluate, calibrate ------------------------------------------------------------------
+
+
+@app.command()
+def export(
+    dataset: Annotated[str, typer.Argument(help="Dataset name.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Target folder (replaced as a whole).")],
+    format: Annotated[str, typer.Option("--format", help="yolo or coco.")] = "yolo",
+    include: Annotated[
+        str, typer.Option(help="States to export: accepted,reviewed[,needs_review,empty].")
+    ] = "accepted,reviewed",
+    split: Annotated[str, typer.Option(help="Split fractions by content hash.")] = "train=0.8,val=0.2",
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """Export the final labels as a YOLO or COCO dataset (FiftyOne exporters) with a manifest."""
+    from bootstrap.export import ExportError, export_dataset
+
+    pipeline = _config_or_exit(config, dataset)
+    store = _open_existing(dataset)
+    try:
+        manifest = export_dataset(store, out_dir, format, include, split, config=pipeline)
+    except ExportError as error:
+        _fail(str(error), code=2)
+    if as_json:
+        print(json.dumps(manifest))
+        return
+    table = Table(title=f"export of {dataset} ({format}) -> {out_dir}", show_header=True)
+    for column in ("split", "images", "background", "boxes", "auto", "human"):
+        table.add_column(column)
+    for name, c in [*manifest["splits"].items(), ("all", manifest["counts"])]:
+        table.add_row(name, *(str(c.get(k, 0)) for k in (
+            "images", "background_images", "boxes", "boxes_auto", "boxes_human")))
+    out.print(table)
+    if manifest["estimated_auto_precision"]:
+        out.print(f"estimated precision of the automatic boxes: {manifest['estimated_auto_precision']}")
+
+
+@app.command()
+def evaluate(
+    dataset: Annotated[str, typer.Argument(help="Dataset name.")],
+    ground_truth: Annotated[
+        Path, typer.Option(help="YOLO folder (data.yaml + labels/) or COCO detection json.")
+    ],
+    field: Annotated[str, typer.Option(help="predictions (raw model) or labels (working labels).")] = "predictions",
+    report: Annotated[Path | None, typer.Option(help="Write report.md + PNG plots here.")] = None,
+    simulate: Annotated[
+        bool, typer.Option("--simulate/--no-simulate", help="Add the review cost-vs-quality curve.")
+    ] = True,
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Import ground truth and measure precision, recall and mAP per class and confidence band."""
+    from bootstrap.evaluate import (
+        EVALUATION_FIELDS,
+        GroundTruthError,
+        evaluate_field,
+        import_ground_truth,
+    )
+    from bootstrap.ontology import Ontology
+
+    if field not in EVALUATION_FIELDS:
+        _fail(f"--field: '{field}' is not one of {', '.join(EVALUATION_FIELDS)}", code=2)
+    pipeline = _config_or_exit(config, dataset)
+    store = _open_existing(dataset)
+    try:
+        import_ground_truth(store, ground_truth, Ontology(pipeline.ontology))
+        evaluation = evaluate_field(store, field)
+    except GroundTruthError as error:
+        _fail(str(error), code=2)
+    result = evaluation.to_dict()
+    if report is not None:
+        from bootstrap.report import write_report
+        from bootstrap.simulation import cost_quality_curve
+
+        curve = cost_quality_curve(
+            store, ground_truth, pipeline.triage, ontology_config=pipeline.ontology
+        ) if simulate else None
+        paths = write_report(dataset, evaluation, report, curve)
+        result["report"] = {k: str(v) for k, v in paths.items()}
+    if as_json:
+        print(json.dumps(result))
+        return
+    s = result["summary"]
+    out.print(
+        f"{s['field']} vs ground truth on {s['images']} images: precision {s['precision'] or 0:.3f}, "
+        f"recall {s['recall'] or 0:.3f}, mAP {s['mAP'] if s['mAP'] is not None else '-'} "
+        f"(TP {s['tp']}, FP {s['fp']}, FN {s['fn']})",
+        soft_wrap=True,
+    )
+    table = Table(title="by confidence band")
+    for column in ("band", "boxes", "TP", "FP", "precision"):
+        table.add_column(column)
+    for b in result["bands"]:
+        table.add_row(b["band"], str(b["boxes"]), str(b["tp"]), str(b["fp"]),
+                      "-" if b["precision"] is None else f"{b['precision']:.3f}")
+    out.print(table)
+    if report is not None:
+        out.print(f"report: {result['report']['markdown']}")
+
+
+@app.command()
+def calibrate(
+    dataset: Annotated[str, typer.Argument(help="Dataset name.")],
+    target_precision: Annotated[float, typer.Option(help="Precision auto-accepted boxes must reach.")] = 0.95,
+    source: Annotated[str, typer.Option(help="auto, ground_truth or reviewed.")] = "auto",
+    min_boxes: Annotated[int, typer.Option(help="Fewer evaluated boxes: keep the defaults.")] = 20,
+    max_lost_recall: Annotated[
+        float, typer.Option(help="Share of a class's true boxes the reject threshold may drop.")
+    ] = 0.02,
+    write_config: Annotated[Path | None, typer.Option(help="Write the config with the thresholds here.")] = None,
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Choose per-class accept/reject thresholds that reach a target precision with the most recall."""
+    from bootstrap.calibrate import (
+        calibrate_from_evaluation,
+        calibration_evidence,
+        write_calibrated_config,
+    )
+    from bootstrap.evaluate import GroundTruthError
+
+    pipeline = _config_or_exit(config, dataset)
+    store = _open_existing(dataset)
+    try:
+        evidence = calibration_evidence(store, source)
+        result = calibrate_from_evaluation(
+            evidence, target_precision, triage=pipeline.triage,
+            min_boxes=min_boxes, max_lost_recall=max_lost_recall,
+        )
+    except (GroundTruthError, ValueError) as error:
+        _fail(str(error), code=2)
+    if write_config is not None:
+        write_calibrated_config(pipeline, result, write_config, config)
+    if as_json:
+        print(json.dumps(result.to_dict()))
+        return
+    table = Table(title=f"calibration of {dataset} for precision {target_precision} ({result.source})")
+    for column in ("class", "boxes", "true", "accept", "reject", "precision", "auto recall", "review", "note"):
+        table.add_column(column)
+    for c in result.classes:
+        table.add_row(
+            c.label, str(c.boxes), str(c.true_boxes), f"{c.accept:.3f}", f"{c.reject:.3f}",
+            "-" if c.precision is None else f"{c.precision:.3f}",
+            "-" if c.accepted_recall is None else f"{c.accepted_recall:.3f}",
+            str(c.review_boxes), c.note,
+        )
+    out.print(table)
+    verdict = "reached" if result.reached else "NOT reached"
+    out.print(
+        f"Target {verdict}: auto-accepted precision {result.precision or 0:.3f} on "
+        f"{result.accepted_boxes} boxes; expected review load {result.review_boxes} boxes on "
+        f"{result.review_images} of {result.images} images (before doubt signals).",
+        soft_wrap=True,
+    )
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
+    if write_config is not None:
+        out.print(f"config with these thresholds: {write_config}")
