@@ -268,12 +268,23 @@ class LabelStudioClient:
     def import_tasks(self, project_id: int, tasks: list[dict]) -> dict:
         return self.request("POST", f"/api/projects/{project_id}/import", json=tasks)
 
-    def export_tasks(self, project_id: int) -> list[dict]:
-        """Every task of the project with its annotations and predictions."""
-        return self.request(
-            "GET", f"/api/projects/{project_id}/export",
-            params={"exportType": "JSON", "download_all_tasks": "true"},
-        )
+    def tasks(self, project_id: int, page_size: int = 100) -> list[dict]:
+        """Every task of the project with its data, predictions and annotations.
+
+        (The project export lists predictions by id only, so the task list is used.)
+        """
+        found: list[dict] = []
+        page = 1
+        while True:
+            answer = self.request(
+                "GET", "/api/tasks",
+                params={"project": project_id, "fields": "all", "page": page,
+                        "page_size": page_size},
+            )
+            found += answer["tasks"]
+            if not answer["tasks"] or len(found) >= answer["total"]:
+                return found
+            page += 1
 
     def user_email(self, user_id: int) -> str | None:
         try:
@@ -390,7 +401,7 @@ def push_review_queue(
     project_id = ensure_project(client, store, classes)
     report = PushReport(project_id, f"{client.settings.url}/projects/{project_id}",
                         queued=len(ids))
-    existing = {t["data"].get("sample_id") for t in client.export_tasks(project_id)}
+    existing = {t["data"].get("sample_id") for t in client.tasks(project_id)}
     tasks, folders = [], set()
     for sid, path, meta, labels, priority in zip(
         ids, paths, metas, working, priorities, strict=True
@@ -525,7 +536,7 @@ def pull_annotations(store: ImageStore, client: LabelStudioClient) -> PullReport
             f"dataset '{store.name}' has no Label Studio project: push its review queue first"
         )
     project_id = info["project"]
-    tasks = client.export_tasks(project_id)
+    tasks = client.tasks(project_id)
     report = PullReport(project_id, tasks=len(tasks))
     by_sample = {}
     for task in tasks:

@@ -3,11 +3,6 @@ into working labels, and the round trip against a real Label Studio server start
 
 from __future__ import annotations
 
-import os
-import secrets
-import socket
-import subprocess
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -30,7 +25,8 @@ from bootstrap.labelstudio import (
     push_review_queue,
     to_label_studio_box,
 )
-from tests.conftest import ROOT, needs_model
+from tests.conftest import needs_model
+from tests.labelstudio_server import LS_BIN, USER, free_port, start_fresh
 
 # -- conversions ---------------------------------------------------------------------------
 
@@ -88,7 +84,7 @@ def test_missing_token_and_unreachable_server_are_named(monkeypatch):
     monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
     with pytest.raises(LabelStudioError, match="no Label Studio API token: set LABEL_STUDIO_API_KEY"):
         LabelStudioSettings.from_env()
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     with LabelStudioClient(LabelStudioSettings(url=url, token="x"), timeout=5) as client:
         with pytest.raises(LabelStudioUnreachable, match=f"not reachable at {url}"):
             client.projects()
@@ -136,65 +132,22 @@ def test_merge_keeps_rejects_redraws_and_never_touches_human_boxes():
 
 # -- a real Label Studio server -------------------------------------------------------------
 
-LS_BIN = Path(os.environ.get("LABEL_STUDIO_BIN") or ROOT / ".venv-labelstudio" / "bin" / "label-studio")
-USER = "annotator@bootstrap.test"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def label_studio(tmp_path_factory):
-    """A real Label Studio on a free loopback port, a fresh data dir, serving files from the
-    session's temp folder (where ``image_folder`` puts its photos); stopped after."""
+    """A real Label Studio on a free loopback port with a fresh data dir, serving files from
+    the session's temp folder (where ``image_folder`` puts its photos); stopped after."""
     if not LS_BIN.is_file():
         pytest.skip(
             f"Label Studio is not installed ({LS_BIN} missing): run `make labelstudio-install` "
             "or set LABEL_STUDIO_BIN"
         )
-    data = tmp_path_factory.mktemp("label-studio-data")
     files_root = tmp_path_factory.getbasetemp()
-    port, token = _free_port(), secrets.token_hex(20)
-    env = os.environ | {
-        "LABEL_STUDIO_BASE_DATA_DIR": str(data),
-        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
-        "LATEST_VERSION_CHECK": "false",
-        "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
-        "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(files_root),
-    }
-    log_path = data / "server.log"
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(
-            [str(LS_BIN), "start", "--internal-host", "127.0.0.1", "--port", str(port),
-             "--no-browser", "--username", USER, "--password", secrets.token_urlsafe(12),
-             "--user-token", token],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300  # the first start runs Django's migrations
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"Label Studio exited ({server.returncode}):\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"Label Studio not healthy after 300 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(1)
-        yield LabelStudioSettings(url=url, token=token, files_root=str(files_root))
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        server = start_fresh(tmp_path_factory.mktemp("label-studio-data"), files_root)
+    except RuntimeError as error:
+        pytest.fail(str(error))
+    yield LabelStudioSettings(url=server.url, token=server.token, files_root=str(files_root))
+    server.stop()
 
 
 def _snapshot(store):
@@ -234,7 +187,7 @@ def test_round_trip_through_a_real_label_studio(label_studio, image_folder, data
 
     report = push_review_queue(store, client, queue.sample_ids)
     assert (report.created, report.already_there) == (len(queue.sample_ids), 0)
-    tasks = client.export_tasks(report.project_id)
+    tasks = client.tasks(report.project_id)
     assert sorted(t["data"]["sample_id"] for t in tasks) == sorted(queue.sample_ids)
 
     # The predictions are our working boxes with their scores, matched by id.
@@ -266,7 +219,7 @@ def test_round_trip_through_a_real_label_studio(label_studio, image_folder, data
     result = CliRunner().invoke(app, ["review", "push", dataset_name])
     assert result.exit_code == 0, result.output
     assert f"0 new tasks (0 boxes) in Label Studio, {len(queue.sample_ids)} were there already" in result.output
-    assert len(client.export_tasks(report.project_id)) == len(tasks)
+    assert len(client.tasks(report.project_id)) == len(tasks)
 
     # The annotator, on the task with the most boxes: keeps one, deletes one, moves one, adds one.
     task = max(tasks, key=lambda t: len(t["predictions"][0]["result"]))
@@ -316,10 +269,11 @@ def test_round_trip_through_a_real_label_studio(label_studio, image_folder, data
     assert [(a, b) for a, b, _ in hand] == [(a, b) for a, b, _ in expected]
     for (_, _, got), (_, _, want) in zip(hand, expected, strict=True):
         assert got == pytest.approx(want, abs=1e-6)
-    original = next(d for d in sample.labels.detections if d.id == move["id"])
+    original = before[sid][3]  # (id, label, box, ...) of each box before the pull
+    original_box = next(box for box_id, _, box, *_ in original if box_id == move["id"])
     redrawn = next(box for _, rid, box in hand if rid == move["id"])
-    assert redrawn[0] == pytest.approx(original.bounding_box[0] + 0.05, abs=1e-6)
-    assert redrawn[1:] == pytest.approx(original.bounding_box[1:], abs=1e-6)
+    assert redrawn[0] == pytest.approx(original_box[0] + 0.05, abs=1e-6)
+    assert redrawn[1:] == pytest.approx(original_box[1:], abs=1e-6)
 
     # A second pull (from the CLI) and apply change nothing.
     settled = _snapshot(store)
