@@ -67,7 +67,8 @@ $(LS_STAMP):
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
 	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
 	@# The grep hides pip's notes about this machine's local package index, nothing else.
-	set -o pipefail; $(LS_VENV)/bin/python -m pip install --quiet label-studio==$(LS_VERSION) 2>&1 | { grep -v "^WARNING: Location" || true; }
+	@# A half-installed venv is removed, so that its tests skip instead of failing.
+	set -o pipefail; $(LS_VENV)/bin/python -m pip install --quiet label-studio==$(LS_VERSION) 2>&1 | { grep -v "^WARNING: Location" || true; } || { rm -rf $(LS_VENV); exit 1; }
 	touch $@
 
 labelstudio: labelstudio-install
