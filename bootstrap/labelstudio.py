@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -333,10 +334,11 @@ def ensure_project(client: LabelStudioClient, store: ImageStore, classes: Sequen
         project = client.create_project(title, label_config(classes))
         log.info("created Label Studio project %s (%s)", project["id"], title)
     else:
-        config = project.get("label_config") or ""
-        missing = [c for c in classes if f"value={quoteattr(c)}" not in config]
-        if missing:
-            client.set_label_config(project["id"], label_config(classes))
+        config = project.get("label_config") or "<View/>"
+        known = [label.get("value") for label in ET.fromstring(config).iter("Label")]
+        missing = [c for c in classes if c not in known]
+        if missing:  # only ever add labels: existing annotations may use the old ones
+            client.set_label_config(project["id"], label_config(known + missing))
     if info != {"url": client.settings.url, "project": project["id"]}:
         store.dataset.info[INFO_KEY] = {"url": client.settings.url, "project": project["id"]}
         store.dataset.save()
@@ -491,10 +493,20 @@ def merge_annotation(working, results: list[dict], reviewer: str | None):
         parsed = result_box(result)
         if parsed is not None:
             drawn[result.get("id")] = parsed
+    boxes = list(working.detections) if working is not None else []
+    matched = {box.id: drawn.pop(box.id) for box in boxes if box.id in drawn}
+    # Should the editor give a region it copied from our prediction a new id, an unmatched
+    # result identical to an unmatched box of ours is still that box.
+    for box in boxes:
+        if box.id in matched or is_human_decided(box):
+            continue
+        for result_id, (label, xywh) in drawn.items():
+            if label == box.label and same_box(xywh, box.bounding_box):
+                matched[box.id] = drawn.pop(result_id)
+                break
     counts = {"kept": 0, "rejected": 0, "drawn": 0, "human_kept": 0}
-    boxes = []
-    for box in working.detections if working is not None else []:
-        result = drawn.pop(box.id, None)
+    for box in boxes:
+        result = matched.get(box.id)
         unchanged = result is not None and result[0] == box.label and same_box(
             result[1], box.bounding_box
         )
@@ -507,7 +519,6 @@ def merge_annotation(working, results: list[dict], reviewer: str | None):
             counts["rejected"] += 1
             if result is not None:
                 drawn[box.id] = result  # moved, resized or relabelled: re-added as human
-        boxes.append(box)
     for result_id, (label, xywh) in drawn.items():
         boxes.append(fo.Detection(
             label=label, bounding_box=xywh, provenance=Provenance.HUMAN.value,

@@ -104,19 +104,21 @@ def test_merge_keeps_rejects_redraws_and_never_touches_human_boxes():
     deleted = fo.Detection(label="car", bounding_box=[0.5, 0.5, 0.1, 0.1], **auto)
     moved = fo.Detection(label="dog", bounding_box=[0.3, 0.3, 0.2, 0.2], **auto)
     relabelled = fo.Detection(label="cat", bounding_box=[0.6, 0.1, 0.2, 0.2], **auto)
+    copied = fo.Detection(label="bus", bounding_box=[0.2, 0.6, 0.1, 0.1], **auto)
     human = fo.Detection(label="person", bounding_box=[0.0, 0.0, 0.1, 0.1], provenance="human")
-    working = fo.Detections(detections=[kept, deleted, moved, relabelled, human])
+    working = fo.Detections(detections=[kept, deleted, moved, relabelled, copied, human])
     results = [
         _result(kept.id, "car", [0.1, 0.1, 0.2, 0.2]),
         _result(moved.id, "dog", [0.35, 0.3, 0.2, 0.2]),
         _result(relabelled.id, "dog", [0.6, 0.1, 0.2, 0.2]),
         _result("new1", "person", [0.7, 0.7, 0.1, 0.2]),
+        _result("editor-id", "bus", [0.2, 0.6, 0.1, 0.1]),  # our box under a new region id
         {"id": "t", "from_name": "comment", "type": "textarea", "value": {"text": ["hi"]}},
     ]  # the human box was deleted in Label Studio: it stays.
     boxes, counts = merge_annotation(working, results, reviewer="ann@x")
-    assert counts == {"kept": 1, "rejected": 3, "drawn": 3, "human_kept": 1}
+    assert counts == {"kept": 2, "rejected": 3, "drawn": 3, "human_kept": 1}
     by_id = {b.id: b for b in boxes}
-    assert by_id[kept.id].tags == [] and by_id[human.id].tags == []
+    assert by_id[kept.id].tags == [] and by_id[copied.id].tags == [] and by_id[human.id].tags == []
     assert by_id[human.id].bounding_box == [0.0, 0.0, 0.1, 0.1]
     assert {b.id for b in boxes if "reject" in b.tags} == {deleted.id, moved.id, relabelled.id}
     drawn = sorted(
