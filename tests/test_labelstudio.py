@@ -201,6 +201,8 @@ def test_round_trip_through_a_real_label_studio(label_studio, image_folder, data
             {i: d.confidence for i, d in ours.items()}
         )
         assert prediction["score"] == pytest.approx(min(d.confidence for d in ours.values()))
+        assert task["predictions_score"] == pytest.approx(prediction["score"])  # sortable column
+        assert task["data"]["priority"] == pytest.approx(sample.priority)
         for result in prediction["result"]:
             assert result["value"]["rectanglelabels"] == [ours[result["id"]].label]
             assert from_label_studio_box(result["value"]) == pytest.approx(
