@@ -181,15 +181,26 @@ def triage(
 
 @app.command()
 def review(
-    args: Annotated[list[str], typer.Argument(help="DATASET, or: apply DATASET", metavar="[apply] DATASET")],
+    args: Annotated[
+        list[str],
+        typer.Argument(help="DATASET, or: apply|push|pull DATASET", metavar="[apply|push|pull] DATASET"),
+    ],
     budget: Annotated[int | None, typer.Option(help="At most N images in the batch.")] = None,
     open_app: Annotated[bool, typer.Option("--open", help="Open the App on the queue.")] = False,
     reviewer: Annotated[str | None, typer.Option(help="Who reviewed (apply).")] = None,
     port: Annotated[int, typer.Option(help="App port on 127.0.0.1.")] = 5151,
 ) -> None:
-    """Build the ranked review queue (saved view `review-queue`), or apply what reviewers did."""
+    """Build the ranked review queue (saved view `review-queue`), or apply what reviewers did.
+
+    `push`/`pull` review in Label Studio (see `make labelstudio`): push queues the batch and
+    uploads it with our boxes as scored predictions; pull brings finished annotations back
+    (then `review apply`).
+    """
     from bootstrap.review import build_review_queue
 
+    if len(args) == 2 and args[0] in ("push", "pull"):
+        _label_studio(args[0], args[1], budget)
+        return
     if len(args) == 2 and args[0] == "apply":
         report = _open_existing(args[1]).apply_reviews(reviewer or os.environ.get("USER"))
         out.print(
@@ -199,7 +210,11 @@ def review(
         )
         return
     if len(args) != 1:
-        _fail("usage: bootstrap review DATASET [--budget N] [--open] | bootstrap review apply DATASET", 2)
+        _fail(
+            "usage: bootstrap review DATASET [--budget N] [--open] | bootstrap review apply DATASET"
+            " | bootstrap review push DATASET [--budget N] | bootstrap review pull DATASET",
+            2,
+        )
     store = _open_existing(args[0])
     queue = build_review_queue(store, budget)
     out.print(
@@ -263,6 +278,44 @@ def simulate_review(
         f"recall {report.recall:.3f}.",
         soft_wrap=True,
     )
+
+
+def _label_studio(action: str, dataset: str, budget: int | None) -> None:
+    """`review push|pull DATASET`: the Label Studio round trip (env LABEL_STUDIO_URL,
+    LABEL_STUDIO_API_KEY, LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT)."""
+    from bootstrap.labelstudio import (
+        LabelStudioClient,
+        LabelStudioError,
+        LabelStudioSettings,
+        pull_annotations,
+        push_review_queue,
+    )
+    from bootstrap.review import build_review_queue
+
+    store = _open_existing(dataset)
+    try:
+        with LabelStudioClient(LabelStudioSettings.from_env()) as client:
+            if action == "push":
+                queue = build_review_queue(store, budget)
+                report = push_review_queue(store, client, queue.sample_ids)
+                out.print(
+                    f"{report.queued} of {queue.waiting} images waiting are queued; "
+                    f"{report.created} new tasks ({report.boxes} boxes) in Label Studio, "
+                    f"{report.already_there} were there already: {report.project_url}",
+                    soft_wrap=True,
+                )
+                return
+            report = pull_annotations(store, client)
+    except LabelStudioError as error:
+        _fail(str(error))
+    out.print(
+        f"{report.annotated} of {report.tasks} tasks annotated; {report.pulled} images pulled "
+        f"({report.kept} boxes kept, {report.rejected} rejected, {report.drawn} drawn by hand), "
+        f"{report.unchanged} unchanged since the last pull. Next: bootstrap review apply {dataset}",
+        soft_wrap=True,
+    )
+    for conflict in report.conflicts:
+        err.print(f"[yellow]not pulled[/] {conflict}", soft_wrap=True)
 
 
 def _config_or_exit(config: Path | None, dataset: str):

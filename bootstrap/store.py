@@ -392,7 +392,13 @@ class ImageStore:
         view = self.dataset.match_tags(REVIEWED_TAG).match(
             (F(STATE) != ImageState.REVIEWED.value) | has_reject
         )
-        ids, current = view.values(["id", LABELS])
+        ids, current, states, recorded = view.values(["id", LABELS, STATE, REVIEWED_BY])
+        # A reviewer a review backend recorded before apply (`review pull`: the annotator) is
+        # kept; ``reviewer`` names the rest.
+        reviewers = {
+            sid: who if who and state != ImageState.REVIEWED.value else reviewer
+            for sid, state, who in zip(ids, states, recorded, strict=True)
+        }
         labels = {}
         report = {"images": len(ids), "confirmed": 0, "rejected": 0, "drawn": 0}
         for sid, working in zip(ids, current, strict=True):
@@ -412,10 +418,9 @@ class ImageStore:
             labels[sid] = fo.Detections(detections=kept)
         if ids:
             self.dataset.set_values(LABELS, labels, key_field="id", validate=False)
-            for field, value in (
-                (STATE, ImageState.REVIEWED.value), (REVIEWED_AT, now), (REVIEWED_BY, reviewer),
-            ):
+            for field, value in ((STATE, ImageState.REVIEWED.value), (REVIEWED_AT, now)):
                 self.dataset.set_values(field, dict.fromkeys(ids, value), key_field="id")
+            self.dataset.set_values(REVIEWED_BY, reviewers, key_field="id")
         return report
 
     # -- reading ---------------------------------------------------------------------------
