@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from bootstrap.store import (
     GROUND_TRUTH,
     LABELS,
+    PREDICTIONS,
     PRIORITY,
     REJECT_TAG,
     REVIEWED_TAG,
@@ -49,8 +50,10 @@ def build_review_queue(store: ImageStore, budget: int | None = None) -> ReviewQu
         ranked = ranked.limit(budget)
     ids = tuple(ranked.values("id"))
     # A fixed selection, not the dynamic match: the batch must not change under a reviewer as
-    # states change.
-    store.dataset.save_view(QUEUE_VIEW, store.dataset.select(ids, ordered=True), overwrite=True)
+    # states change. Raw `predictions` (every box above the floor) are left out of the view: the
+    # reviewer works on `labels`, and two overlaid box sets hide the image.
+    queue = store.dataset.select(ids, ordered=True).exclude_fields(PREDICTIONS)
+    store.dataset.save_view(QUEUE_VIEW, queue, overwrite=True)
     return ReviewQueue(QUEUE_VIEW, ids, len(waiting))
 
 
