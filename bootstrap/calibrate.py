@@ -2,9 +2,12 @@
 
 Pure functions over ``BoxOutcome``s (``bootstrap.evaluate``): for each class, the accept
 threshold is the lowest confidence at which the boxes at or above it reach the target
-precision (the lowest such threshold accepts the most true boxes, i.e. the most recall); the
-reject threshold is the highest confidence below which at most ``max_lost_recall`` of the
-class's true boxes lie. Evidence comes from ground truth, or from reviewed images (the model's
+precision (the lowest such threshold accepts the most true boxes, i.e. the most recall). The
+reject threshold is chosen for human time by default (``cost``): where showing one more box
+stops paying, i.e. the threshold that minimises ``verify × boxes shown for review + draw × true
+boxes hidden below it`` on the evidence (with 2 s / 7 s, a box is worth showing while about 2 in 7
+boxes at its score are real). Alternatively (``max_lost_recall``) it is the highest confidence
+below which at most that share of the class's true boxes lie. Evidence comes from ground truth, or from reviewed images (the model's
 raw predictions matched against the labels people confirmed).
 """
 
@@ -19,6 +22,7 @@ import yaml
 
 from bootstrap.config import PipelineConfig, TriageConfig, validate_config
 from bootstrap.evaluate import BoxOutcome, Evaluation
+from bootstrap.review import CostModel
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +72,8 @@ def calibrate_class(
     default_accept: float,
     default_reject: float,
     min_boxes: int = 20,
-    max_lost_recall: float = 0.02,
+    max_lost_recall: float | None = None,
+    cost: CostModel = CostModel(),
 ) -> ClassCalibration:
     """Thresholds for one class (see the module docstring); defaults with a note when the class
     has fewer than ``min_boxes`` boxes, accept 1.0 (review everything) when no threshold reaches
@@ -93,12 +98,35 @@ def calibrate_class(
             "top score): every box of this class goes to review",
         )
     accept = float(scores[ok[-1]])
-    # Reject: the highest score such that the true boxes strictly below it are few enough.
-    allowed_lost = int(np.floor(max_lost_recall * true_total))
-    lost_below = true_total - np.cumsum(hits)  # true boxes below index i (exclusive of i)
-    candidates = np.flatnonzero(lost_below <= allowed_lost)
-    reject = float(scores[candidates[0]]) if len(candidates) else 0.0
+    if max_lost_recall is None:
+        reject = _cheapest_reject(scores, hits, accept, cost)
+    else:
+        # Reject: the highest score such that the true boxes strictly below it are few enough.
+        allowed_lost = int(np.floor(max_lost_recall * true_total))
+        lost_below = true_total - np.cumsum(hits)  # true boxes below index i (exclusive of i)
+        candidates = np.flatnonzero(lost_below <= allowed_lost)
+        reject = float(scores[candidates[0]]) if len(candidates) else 0.0
     return _summarise(label, scores, hits, accept, min(reject, accept), True, "")
+
+
+def _cheapest_reject(scores: np.ndarray, hits: np.ndarray, accept: float, cost: CostModel) -> float:
+    """The reject threshold that minimises the review time of the boxes below ``accept``:
+    ``verify`` per box shown (score >= reject) plus ``draw`` per true box hidden below it.
+    ``scores`` are sorted descending; showing nothing (reject = accept) is a candidate too."""
+    below = scores < accept
+    shown_scores, shown_hits = scores[below], hits[below]
+    if not len(shown_scores):
+        return accept
+    shown = np.arange(1, len(shown_scores) + 1)  # reject at shown_scores[i] shows 0..i
+    hidden_true = shown_hits.sum() - np.cumsum(shown_hits)
+    seconds = cost.verify_box * shown + cost.draw_box * hidden_true
+    # Ties share a threshold: only the last box of a run of equal scores is a real candidate.
+    last_of_tie = np.r_[shown_scores[1:] != shown_scores[:-1], True]
+    seconds = np.where(last_of_tie, seconds, np.inf)
+    best = int(np.argmin(seconds))
+    if seconds[best] >= cost.draw_box * shown_hits.sum():
+        return accept
+    return float(shown_scores[best])
 
 
 def _summarise(label, scores, hits, accept, reject, calibrated, note) -> ClassCalibration:
@@ -123,9 +151,10 @@ def calibrate(
     target_precision: float,
     triage: TriageConfig = TriageConfig(),
     min_boxes: int = 20,
-    max_lost_recall: float = 0.02,
+    max_lost_recall: float | None = None,
     source: str = "ground_truth",
     images: int | None = None,
+    cost: CostModel = CostModel(),
 ) -> Calibration:
     """Per-class thresholds for every class with evaluated boxes, and the expected review load.
 
@@ -143,6 +172,7 @@ def calibrate(
             np.array([o.confidence for o in mine], dtype=np.float64),
             np.array([o.true_positive for o in mine], dtype=bool),
             target_precision, triage.accept, triage.reject, min_boxes, max_lost_recall,
+            cost,
         ))
         if results[-1].note:
             log.warning("calibration: %s: %s", label, results[-1].note)

@@ -500,8 +500,14 @@ def calibrate(
     source: Annotated[str, typer.Option(help="auto, ground_truth or reviewed.")] = "auto",
     min_boxes: Annotated[int, typer.Option(help="Fewer evaluated boxes: keep the defaults.")] = 20,
     max_lost_recall: Annotated[
-        float, typer.Option(help="Share of a class's true boxes the reject threshold may drop.")
-    ] = 0.02,
+        float | None,
+        typer.Option(
+            help="Reject by recall instead: the share of a class's true boxes it may drop. "
+            "Default: reject where showing a box stops saving time (--cost-verify / --cost-draw)."
+        ),
+    ] = None,
+    cost_verify: Annotated[float, typer.Option(help="Seconds per verified box.")] = 2.0,
+    cost_draw: Annotated[float, typer.Option(help="Seconds per drawn box.")] = 7.0,
     write_config: Annotated[Path | None, typer.Option(help="Write the config with the thresholds here.")] = None,
     config: ConfigOpt = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -513,6 +519,7 @@ def calibrate(
         write_calibrated_config,
     )
     from bootstrap.evaluate import GroundTruthError
+    from bootstrap.review import CostModel
 
     pipeline = _config_or_exit(config, dataset)
     store = _open_existing(dataset)
@@ -521,6 +528,7 @@ def calibrate(
         result = calibrate_from_evaluation(
             evidence, target_precision, triage=pipeline.triage,
             min_boxes=min_boxes, max_lost_recall=max_lost_recall,
+            cost=CostModel(verify_box=cost_verify, draw_box=cost_draw),
         )
     except (GroundTruthError, ValueError) as error:
         _fail(str(error), code=2)
