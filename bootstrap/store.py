@@ -147,11 +147,14 @@ class ImageStore:
     # -- schema ---------------------------------------------------------------------------
 
     def _create(self, name: str):
+        from pymongo.errors import DuplicateKeyError
+
         fo = self._fo
         try:
             dataset = fo.Dataset(name)
-        except ValueError:
-            # Another process created it between our check and now.
+        except (ValueError, DuplicateKeyError):
+            # Another process created it between our check and now (FiftyOne says ValueError
+            # when it sees the name, MongoDB DuplicateKeyError when both insert at once).
             return fo.load_dataset(name)
         dataset.persistent = True
         return dataset
