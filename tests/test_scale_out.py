@@ -86,20 +86,14 @@ def test_two_runs_at_once_on_one_dataset_store_and_detect_each_image_once(
 
 @needs_model
 @pytest.mark.usefixtures("prefect_api")
-def test_dask_local_cluster_gives_the_same_dataset_as_one_process(
-    coco_images, tmp_path, dataset_name
-):
+def test_dask_local_cluster_gives_the_same_dataset_as_one_process(image_folder, dataset_name):
     from distributed import Client, LocalCluster
 
     from bootstrap.detect import load_detector
     from flows.annotate import annotate
 
-    folder = tmp_path / "images"
-    folder.mkdir()
-    for path in coco_images[10:20]:
-        (folder / path.name).write_bytes(path.read_bytes())
     single = f"{dataset_name}-single"
-    options = dict(sources=[str(folder)], batch_size=2, chunk_size=2)
+    options = dict(sources=[str(image_folder)], batch_size=2, chunk_size=2)
     try:
         reference = annotate(dataset=single, **options)
         # Our own cluster, passed by address (the several-machines path), so that we can ask
@@ -112,12 +106,12 @@ def test_dask_local_cluster_gives_the_same_dataset_as_one_process(
             parallel = annotate(dataset=dataset_name, task_runner=cluster.scheduler_address,
                                 **options)
             loads = client.run(lambda: load_detector.cache_info()._asdict())
-        assert parallel["annotated"] == reference["annotated"] == 10
+        assert parallel["annotated"] == reference["annotated"] == 6
         assert parallel["boxes"] == reference["boxes"]
         assert parallel["routed"] == reference["routed"]
 
         expected, got = _dataset_view(single), _dataset_view(dataset_name)
-        assert got.keys() == expected.keys() and len(got) == 10
+        assert got.keys() == expected.keys() and len(got) == 6
         for name, (state, boxes) in expected.items():
             assert got[name][0] == state, name
             assert [b[0] for b in got[name][1]] == [b[0] for b in boxes], name
@@ -125,9 +119,9 @@ def test_dask_local_cluster_gives_the_same_dataset_as_one_process(
                 assert conf == pytest.approx(ref_conf, abs=1e-3)
                 assert bbox == pytest.approx(ref_bbox, abs=1e-3)
 
-        # Five chunks over two worker processes: each worker loaded the model at most once.
+        # Three chunks over two worker processes: each worker loaded the model at most once.
         calls = {w: info["hits"] + info["misses"] for w, info in loads.items()}
-        assert sum(calls.values()) == 5
+        assert sum(calls.values()) == 3
         assert all(info["misses"] <= 1 for info in loads.values()), loads
     finally:
         import fiftyone as fo
