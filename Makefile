@@ -54,3 +54,46 @@ server: install
 
 serve: install
 	$(PREFECT_ENV) $(BIN)/python -m flows.serve
+
+# -- Label Studio: the review backend, a separate service in a venv of its own -------------------
+# Label Studio's dependencies conflict with ours, so it never enters .venv; bootstrap talks to it
+# over HTTP (bootstrap/labelstudio.py). Loopback only. Settings (environment or make VAR=...):
+#   LABEL_STUDIO_PORT (8080); LABEL_STUDIO_USERNAME (the login, created on first start) with a
+#   password generated into .labelstudio/password; the API token `bootstrap review push/pull` send,
+#   generated into .labelstudio/api-key (or LABEL_STUDIO_API_KEY, 40 hex characters, before the
+#   first start); LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT: images are served only from below this
+#   folder (default $HOME; point it at the folder holding your images, never /).
+LS_VENV := .venv-labelstudio
+LS_STAMP := $(LS_VENV)/.installed
+LS_VERSION ?= 1.23.2
+LS_DATA ?= $(CURDIR)/.labelstudio
+LABEL_STUDIO_PORT ?= 8080
+LABEL_STUDIO_USERNAME ?= reviewer@bootstrap.local
+LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT ?= $(HOME)
+
+.PHONY: labelstudio labelstudio-install
+
+labelstudio-install: $(LS_STAMP)
+
+$(LS_STAMP):
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
+	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	@# The grep hides pip's notes about this machine's local package index, nothing else.
+	@# A half-installed venv is removed, so that its tests skip instead of failing.
+	set -o pipefail; $(LS_VENV)/bin/python -m pip install --quiet label-studio==$(LS_VERSION) 2>&1 | { grep -v "^WARNING: Location" || true; } || { rm -rf $(LS_VENV); exit 1; }
+	touch $@
+
+labelstudio: labelstudio-install
+	@mkdir -p $(LS_DATA)
+	@test -s $(LS_DATA)/api-key || { test -n "$$LABEL_STUDIO_API_KEY" && echo "$$LABEL_STUDIO_API_KEY" || $(PYTHON) -c "import secrets; print(secrets.token_hex(20))"; } > $(LS_DATA)/api-key
+	@test -s $(LS_DATA)/password || $(PYTHON) -c "import secrets; print(secrets.token_urlsafe(12))" > $(LS_DATA)/password
+	@chmod 600 $(LS_DATA)/api-key $(LS_DATA)/password
+	@echo "Label Studio on http://127.0.0.1:$(LABEL_STUDIO_PORT)  (login $(LABEL_STUDIO_USERNAME), password in $(LS_DATA)/password)"
+	@echo "For bootstrap review push/pull: export LABEL_STUDIO_URL=http://127.0.0.1:$(LABEL_STUDIO_PORT) LABEL_STUDIO_API_KEY=\$$(cat $(LS_DATA)/api-key) LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=$(LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT)"
+	@# The legacy token must be enabled when the data dir is created, or `Token` auth is refused.
+	LABEL_STUDIO_BASE_DATA_DIR=$(LS_DATA) LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true \
+	LATEST_VERSION_CHECK=false LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true \
+	LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=$(LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT) \
+	$(LS_VENV)/bin/label-studio start --internal-host 127.0.0.1 --port $(LABEL_STUDIO_PORT) \
+	  --no-browser --username $(LABEL_STUDIO_USERNAME) --password "$$(cat $(LS_DATA)/password)" \
+	  --user-token "$$(cat $(LS_DATA)/api-key)"

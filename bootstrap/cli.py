@@ -65,6 +65,13 @@ def annotate(
     min_confidence: Annotated[
         float | None, typer.Option(help="Lowest score stored (<= 0.1).")
     ] = None,
+    tta: Annotated[
+        list[str] | None,
+        typer.Option(help="Test-time view fused with the model's boxes: hflip, upscale (repeatable)."),
+    ] = None,
+    second_model: Annotated[
+        str | None, typer.Option(help="A second detector whose boxes are fused in, e.g. yolo26n.pt.")
+    ] = None,
     max_chunks: Annotated[
         int | None, typer.Option(help="Stop after N chunks; the rest stays pending.")
     ] = None,
@@ -75,6 +82,7 @@ def annotate(
     flags = dict(
         dataset=dataset, sources=sources, model=model, device=device,
         batch_size=batch_size, image_size=image_size, min_confidence=min_confidence,
+        tta=tta, second_model=second_model,
     )
     config_path = str(config) if config else None
     _validate_or_exit(config_path, flags)
@@ -173,15 +181,26 @@ def triage(
 
 @app.command()
 def review(
-    args: Annotated[list[str], typer.Argument(help="DATASET, or: apply DATASET", metavar="[apply] DATASET")],
+    args: Annotated[
+        list[str],
+        typer.Argument(help="DATASET, or: apply|push|pull DATASET", metavar="[apply|push|pull] DATASET"),
+    ],
     budget: Annotated[int | None, typer.Option(help="At most N images in the batch.")] = None,
     open_app: Annotated[bool, typer.Option("--open", help="Open the App on the queue.")] = False,
     reviewer: Annotated[str | None, typer.Option(help="Who reviewed (apply).")] = None,
     port: Annotated[int, typer.Option(help="App port on 127.0.0.1.")] = 5151,
 ) -> None:
-    """Build the ranked review queue (saved view `review-queue`), or apply what reviewers did."""
+    """Build the ranked review queue (saved view `review-queue`), or apply what reviewers did.
+
+    `push`/`pull` review in Label Studio (see `make labelstudio`): push queues the batch and
+    uploads it with our boxes as scored predictions; pull brings finished annotations back
+    (then `review apply`).
+    """
     from bootstrap.review import build_review_queue
 
+    if len(args) == 2 and args[0] in ("push", "pull"):
+        _label_studio(args[0], args[1], budget)
+        return
     if len(args) == 2 and args[0] == "apply":
         report = _open_existing(args[1]).apply_reviews(reviewer or os.environ.get("USER"))
         out.print(
@@ -191,7 +210,11 @@ def review(
         )
         return
     if len(args) != 1:
-        _fail("usage: bootstrap review DATASET [--budget N] [--open] | bootstrap review apply DATASET", 2)
+        _fail(
+            "usage: bootstrap review DATASET [--budget N] [--open] | bootstrap review apply DATASET"
+            " | bootstrap review push DATASET [--budget N] | bootstrap review pull DATASET",
+            2,
+        )
     store = _open_existing(args[0])
     queue = build_review_queue(store, budget)
     out.print(
@@ -255,6 +278,44 @@ def simulate_review(
         f"recall {report.recall:.3f}.",
         soft_wrap=True,
     )
+
+
+def _label_studio(action: str, dataset: str, budget: int | None) -> None:
+    """`review push|pull DATASET`: the Label Studio round trip (env LABEL_STUDIO_URL,
+    LABEL_STUDIO_API_KEY, LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT)."""
+    from bootstrap.labelstudio import (
+        LabelStudioClient,
+        LabelStudioError,
+        LabelStudioSettings,
+        pull_annotations,
+        push_review_queue,
+    )
+    from bootstrap.review import build_review_queue
+
+    store = _open_existing(dataset)
+    try:
+        with LabelStudioClient(LabelStudioSettings.from_env()) as client:
+            if action == "push":
+                queue = build_review_queue(store, budget)
+                report = push_review_queue(store, client, queue.sample_ids)
+                out.print(
+                    f"{report.queued} of {queue.waiting} images waiting are queued; "
+                    f"{report.created} new tasks ({report.boxes} boxes) in Label Studio, "
+                    f"{report.already_there} were there already: {report.project_url}",
+                    soft_wrap=True,
+                )
+                return
+            report = pull_annotations(store, client)
+    except LabelStudioError as error:
+        _fail(str(error))
+    out.print(
+        f"{report.annotated} of {report.tasks} tasks annotated; {report.pulled} images pulled "
+        f"({report.kept} boxes kept, {report.rejected} rejected, {report.drawn} drawn by hand), "
+        f"{report.unchanged} unchanged since the last pull. Next: bootstrap review apply {dataset}",
+        soft_wrap=True,
+    )
+    for conflict in report.conflicts:
+        err.print(f"[yellow]not pulled[/] {conflict}", soft_wrap=True)
 
 
 def _config_or_exit(config: Path | None, dataset: str):
@@ -329,3 +390,164 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted: what was stored is kept; run the same command again to resume")
         sys.exit(130)
+
+
+# -- export, evaluate, calibrate ------------------------------------------------------------------
+
+
+@app.command()
+def export(
+    dataset: Annotated[str, typer.Argument(help="Dataset name.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Target folder (replaced as a whole).")],
+    format: Annotated[str, typer.Option("--format", help="yolo or coco.")] = "yolo",
+    include: Annotated[
+        str, typer.Option(help="States to export: accepted,reviewed[,needs_review,empty].")
+    ] = "accepted,reviewed",
+    split: Annotated[str, typer.Option(help="Split fractions by content hash.")] = "train=0.8,val=0.2",
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """Export the final labels as a YOLO or COCO dataset (FiftyOne exporters) with a manifest."""
+    from bootstrap.export import ExportError, export_dataset
+
+    pipeline = _config_or_exit(config, dataset)
+    store = _open_existing(dataset)
+    try:
+        manifest = export_dataset(store, out_dir, format, include, split, config=pipeline)
+    except ExportError as error:
+        _fail(str(error), code=2)
+    if as_json:
+        print(json.dumps(manifest))
+        return
+    table = Table(title=f"export of {dataset} ({format}) -> {out_dir}", show_header=True)
+    for column in ("split", "images", "background", "boxes", "auto", "human"):
+        table.add_column(column)
+    for name, c in [*manifest["splits"].items(), ("all", manifest["counts"])]:
+        table.add_row(name, *(str(c.get(k, 0)) for k in (
+            "images", "background_images", "boxes", "boxes_auto", "boxes_human")))
+    out.print(table)
+    if manifest["estimated_auto_precision"]:
+        out.print(f"estimated precision of the automatic boxes: {manifest['estimated_auto_precision']}")
+
+
+@app.command()
+def evaluate(
+    dataset: Annotated[str, typer.Argument(help="Dataset name.")],
+    ground_truth: Annotated[
+        Path, typer.Option(help="YOLO folder (data.yaml + labels/) or COCO detection json.")
+    ],
+    field: Annotated[str, typer.Option(help="predictions (raw model) or labels (working labels).")] = "predictions",
+    report: Annotated[Path | None, typer.Option(help="Write report.md + PNG plots here.")] = None,
+    simulate: Annotated[
+        bool, typer.Option("--simulate/--no-simulate", help="Add the review cost-vs-quality curve.")
+    ] = True,
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Import ground truth and measure precision, recall and mAP per class and confidence band."""
+    from bootstrap.evaluate import (
+        EVALUATION_FIELDS,
+        GroundTruthError,
+        evaluate_field,
+        import_ground_truth,
+    )
+    from bootstrap.ontology import Ontology
+
+    if field not in EVALUATION_FIELDS:
+        _fail(f"--field: '{field}' is not one of {', '.join(EVALUATION_FIELDS)}", code=2)
+    pipeline = _config_or_exit(config, dataset)
+    store = _open_existing(dataset)
+    try:
+        import_ground_truth(store, ground_truth, Ontology(pipeline.ontology))
+        evaluation = evaluate_field(store, field)
+    except GroundTruthError as error:
+        _fail(str(error), code=2)
+    result = evaluation.to_dict()
+    if report is not None:
+        from bootstrap.report import write_report
+        from bootstrap.simulation import cost_quality_curve
+
+        curve = cost_quality_curve(
+            store, ground_truth, pipeline.triage, ontology_config=pipeline.ontology
+        ) if simulate else None
+        paths = write_report(dataset, evaluation, report, curve)
+        result["report"] = {k: str(v) for k, v in paths.items()}
+    if as_json:
+        print(json.dumps(result))
+        return
+    s = result["summary"]
+    out.print(
+        f"{s['field']} vs ground truth on {s['images']} images: precision {s['precision'] or 0:.3f}, "
+        f"recall {s['recall'] or 0:.3f}, mAP {s['mAP'] if s['mAP'] is not None else '-'} "
+        f"(TP {s['tp']}, FP {s['fp']}, FN {s['fn']})",
+        soft_wrap=True,
+    )
+    table = Table(title="by confidence band")
+    for column in ("band", "boxes", "TP", "FP", "precision"):
+        table.add_column(column)
+    for b in result["bands"]:
+        table.add_row(b["band"], str(b["boxes"]), str(b["tp"]), str(b["fp"]),
+                      "-" if b["precision"] is None else f"{b['precision']:.3f}")
+    out.print(table)
+    if report is not None:
+        out.print(f"report: {result['report']['markdown']}")
+
+
+@app.command()
+def calibrate(
+    dataset: Annotated[str, typer.Argument(help="Dataset name.")],
+    target_precision: Annotated[float, typer.Option(help="Precision auto-accepted boxes must reach.")] = 0.95,
+    source: Annotated[str, typer.Option(help="auto, ground_truth or reviewed.")] = "auto",
+    min_boxes: Annotated[int, typer.Option(help="Fewer evaluated boxes: keep the defaults.")] = 20,
+    max_lost_recall: Annotated[
+        float, typer.Option(help="Share of a class's true boxes the reject threshold may drop.")
+    ] = 0.02,
+    write_config: Annotated[Path | None, typer.Option(help="Write the config with the thresholds here.")] = None,
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Choose per-class accept/reject thresholds that reach a target precision with the most recall."""
+    from bootstrap.calibrate import (
+        calibrate_from_evaluation,
+        calibration_evidence,
+        write_calibrated_config,
+    )
+    from bootstrap.evaluate import GroundTruthError
+
+    pipeline = _config_or_exit(config, dataset)
+    store = _open_existing(dataset)
+    try:
+        evidence = calibration_evidence(store, source)
+        result = calibrate_from_evaluation(
+            evidence, target_precision, triage=pipeline.triage,
+            min_boxes=min_boxes, max_lost_recall=max_lost_recall,
+        )
+    except (GroundTruthError, ValueError) as error:
+        _fail(str(error), code=2)
+    if write_config is not None:
+        write_calibrated_config(pipeline, result, write_config, config)
+    if as_json:
+        print(json.dumps(result.to_dict()))
+        return
+    table = Table(title=f"calibration of {dataset} for precision {target_precision} ({result.source})")
+    for column in ("class", "boxes", "true", "accept", "reject", "precision", "auto recall", "review", "note"):
+        table.add_column(column)
+    for c in result.classes:
+        table.add_row(
+            c.label, str(c.boxes), str(c.true_boxes), f"{c.accept:.3f}", f"{c.reject:.3f}",
+            "-" if c.precision is None else f"{c.precision:.3f}",
+            "-" if c.accepted_recall is None else f"{c.accepted_recall:.3f}",
+            str(c.review_boxes), c.note,
+        )
+    out.print(table)
+    verdict = "reached" if result.reached else "NOT reached"
+    out.print(
+        f"Target {verdict}: auto-accepted precision {result.precision or 0:.3f} on "
+        f"{result.accepted_boxes} boxes; expected review load {result.review_boxes} boxes on "
+        f"{result.review_images} of {result.images} images (before doubt signals).",
+        soft_wrap=True,
+    )
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
+    if write_config is not None:
+        out.print(f"config with these thresholds: {write_config}")

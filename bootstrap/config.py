@@ -70,6 +70,20 @@ class DetectorConfig(_Strict):
     # Low on purpose: triage and calibration need to see the low-score boxes too.
     min_confidence: float = Field(0.05, ge=0.0, le=0.1)
     nms_iou: float = Field(0.7, gt=0.0, le=1.0)
+    # Better proposals (bootstrap.proposals): more views of each image, their boxes fused.
+    # Each view is one more inference pass per image.
+    tta: tuple[Literal["hflip", "upscale"], ...] = ()
+    second_model: str | None = None
+    fusion_iou: float = Field(0.55, gt=0.0, le=1.0)
+
+    @property
+    def upscaled_size(self) -> int:
+        """The ``upscale`` view's inference size: 1.25x, on the model's 32-pixel stride."""
+        return round(self.image_size * 1.25 / 32) * 32
+
+    def single_view(self, **changes: Any) -> DetectorConfig:
+        """This config as one plain model run (no extra views), with ``changes`` applied."""
+        return self.model_copy(update={"tta": (), "second_model": None} | changes)
 
     @field_validator("device")
     @classmethod
@@ -77,6 +91,13 @@ class DetectorConfig(_Strict):
         if value in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", value):
             return value
         raise ValueError(f"'{value}' is not a device; use auto, cpu, cuda or cuda:N")
+
+    @field_validator("tta")
+    @classmethod
+    def _each_view_once(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("lists a view twice")
+        return value
 
     @field_validator("image_size")
     @classmethod
@@ -128,6 +149,8 @@ class TriageConfig(_Strict):
     # Doubt signals (bootstrap.triage); null switches one off.
     class_confusion_iou: float | None = Field(0.7, gt=0.0, le=1.0)
     likely_misses_at: float | None = Field(1.0, gt=0.0)
+    # Boxes (fractionally) not found by every view, when proposals are fused from several.
+    disagreement_at: float | None = Field(1.0, gt=0.0)
 
     @model_validator(mode="after")
     def _reject_below_accept(self) -> TriageConfig:
@@ -224,6 +247,8 @@ def config_from_flags(
     batch_size: int | None = None,
     image_size: int | None = None,
     min_confidence: float | None = None,
+    tta: list[str] | None = None,
+    second_model: str | None = None,
 ) -> PipelineConfig:
     """Load ``config_path`` (default config when None) with the flat CLI/flow options on top.
 
@@ -236,6 +261,8 @@ def config_from_flags(
         "batch_size": batch_size,
         "image_size": image_size,
         "min_confidence": min_confidence,
+        "tta": tta,
+        "second_model": second_model,
     }
     overrides: dict[str, Any] = {"dataset": dataset, "detector": detector}
     if sources:

@@ -110,8 +110,25 @@ class UltralyticsDetector:
         return [Detections.from_ultralytics(result) for result in results]
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=8)
 def load_detector(config: DetectorConfig) -> Detector:
-    """Load (once per process) the detector ``config`` describes."""
+    """Load (once per process) the detector ``config`` describes: one model, or several views
+    fused (``detector.tta``, ``detector.second_model``; see ``bootstrap.proposals``)."""
+    if config.tta or config.second_model:
+        from bootstrap.proposals import FusedDetector
+
+        return FusedDetector(
+            load_detector(config.single_view()),
+            tta=config.tta,
+            upscaled=(
+                load_detector(config.single_view(image_size=config.upscaled_size))
+                if "upscale" in config.tta else None
+            ),
+            second=(
+                load_detector(config.single_view(model=config.second_model))
+                if config.second_model else None
+            ),
+            iou_threshold=config.fusion_iou,
+        )
     log.info("loading detector %s on %s", config.model, config.device)
     return UltralyticsDetector(config)

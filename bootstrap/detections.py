@@ -23,6 +23,8 @@ class Detections:
         model_label: (N,) the model's class names.
         label: (N,) dataset class names (after the ontology; equal to ``model_label`` without one).
         image_wh: (width, height) of the image the boxes refer to.
+        extras: optional (N,) per-box attributes stored with each box, e.g. the fraction of
+            test-time views that found it (``bootstrap.proposals``).
     """
 
     xyxy: np.ndarray
@@ -31,6 +33,7 @@ class Detections:
     model_label: np.ndarray
     label: np.ndarray
     image_wh: tuple[int, int]
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
     _n: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -38,9 +41,10 @@ class Detections:
         object.__setattr__(self, "_n", n)
         if self.xyxy.shape != (n, 4):
             raise ValueError(f"xyxy must be (N, 4), got {self.xyxy.shape}")
-        for name in ("confidence", "class_id", "model_label", "label"):
-            if len(getattr(self, name)) != n:
-                raise ValueError(f"{name} has {len(getattr(self, name))} entries for {n} boxes")
+        columns = {c: getattr(self, c) for c in ("confidence", "class_id", "model_label", "label")}
+        for name, column in (columns | self.extras).items():
+            if len(column) != n:
+                raise ValueError(f"{name} has {len(column)} entries for {n} boxes")
 
     def __len__(self) -> int:
         return self._n
@@ -53,13 +57,14 @@ class Detections:
             model_label=self.model_label[index],
             label=self.label[index],
             image_wh=self.image_wh,
+            extras={name: column[index] for name, column in self.extras.items()},
         )
 
     def with_labels(self, label: np.ndarray) -> Detections:
         """The same boxes with new dataset labels (used by the ontology)."""
         return Detections(
             self.xyxy, self.confidence, self.class_id, self.model_label,
-            np.asarray(label, dtype=object), self.image_wh,
+            np.asarray(label, dtype=object), self.image_wh, self.extras,
         )
 
     @classmethod

@@ -34,3 +34,22 @@ def run_simulation(
     finally:
         if fo.dataset_exists(name):
             fo.delete_dataset(name)
+
+
+def cost_quality_curve(
+    store: ImageStore,
+    ground_truth: Path,
+    triage: TriageConfig,
+    budget_fractions: tuple[float | None, ...] = (0.0, 0.125, 0.25, 0.5, None),
+    cost: CostModel = CostModel(),
+    ontology_config: OntologyConfig | None = None,
+) -> list[tuple[str, SimulationReport]]:
+    """One review simulation per budget (a fraction of the dataset's images; None: every image
+    that needs review), for the cost-vs-quality curve. Each runs on its own clone."""
+    images = len(store.dataset)
+    points = []
+    for fraction in budget_fractions:
+        budget = None if fraction is None else int(round(fraction * images))
+        name = "all" if budget is None else str(budget)
+        points.append((name, run_simulation(store, ground_truth, triage, budget, cost, ontology_config)))
+    return points

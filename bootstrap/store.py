@@ -33,7 +33,7 @@ import numpy as np
 
 from bootstrap.config import TriageConfig
 from bootstrap.detections import Detections
-from bootstrap.triage import Route, triage_image
+from bootstrap.triage import DISAGREEMENT_SIGNALS, SIGNALS, Route, triage_image
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,6 @@ PREDICTION_RUN = "prediction_run"
 PREDICTED_AT = "predicted_at"
 LABELS = "labels"
 PRIORITY = "priority"
-CLASS_CONFUSION = "class_confusion"
-LIKELY_MISSES = "likely_misses"
 REVIEWED_BY = "reviewed_by"
 REVIEWED_AT = "reviewed_at"
 GROUND_TRUTH = "ground_truth"
@@ -174,8 +172,9 @@ class ImageStore:
             PREDICTED_AT: (fo.DateTimeField, {}),
             LABELS: (fo.EmbeddedDocumentField, {"embedded_doc_type": fo.Detections}),
             PRIORITY: (fo.FloatField, {}),
-            CLASS_CONFUSION: (fo.FloatField, {}),
-            LIKELY_MISSES: (fo.FloatField, {}),
+            # One float per triage signal (class_confusion, likely_misses, tta_disagreement,
+            # model_disagreement): sortable and filterable in the App.
+            **{signal: (fo.FloatField, {}) for signal in SIGNALS},
             REVIEWED_BY: (fo.StringField, {}),
             REVIEWED_AT: (fo.DateTimeField, {}),
         }
@@ -329,26 +328,36 @@ class ImageStore:
         # was most of triage's time. Working labels are loaded whole only where a person has
         # decided something, since only those boxes are kept.
         p = f"{PREDICTIONS}.detections"
-        ids, pred_ids, names, scores, boxes, models, runs, provenances, tag_lists = view.values(
-            ["id", f"{p}.id", f"{p}.label", f"{p}.confidence", f"{p}.bounding_box",
-             PREDICTION_MODEL, PREDICTION_RUN, f"{LABELS}.detections.provenance",
-             f"{LABELS}.detections.tags"]
+        support_keys = list(DISAGREEMENT_SIGNALS.values())
+        ids, pred_ids, names, scores, boxes, models, runs, provenances, tag_lists, *supports = (
+            view.values(
+                ["id", f"{p}.id", f"{p}.label", f"{p}.confidence", f"{p}.bounding_box",
+                 PREDICTION_MODEL, PREDICTION_RUN, f"{LABELS}.detections.provenance",
+                 f"{LABELS}.detections.tags", *(f"{p}.{key}" for key in support_keys)]
+            )
         )
         touched = [
             sid for sid, provs, tags in zip(ids, provenances, tag_lists, strict=True)
             if any(v == Provenance.HUMAN.value for v in provs or []) or any(tags or [])
         ]
         current = dict(zip(touched, self.dataset.select(touched).values(LABELS), strict=True))
-        labels, states, priorities, confusion, misses = {}, {}, {}, {}, {}
-        for sid, box_ids, box_labels, box_scores, box_xywh, model, run in zip(
-            ids, pred_ids, names, scores, boxes, models, runs, strict=True
+        labels, states, priorities = {}, {}, {}
+        signals: dict[str, dict] = {signal: {} for signal in SIGNALS}
+        for k, (sid, box_ids, box_labels, box_scores, box_xywh, model, run) in enumerate(
+            zip(ids, pred_ids, names, scores, boxes, models, runs, strict=True)
         ):
             box_ids, box_labels = box_ids or [], box_labels or []
+            support = {
+                key: np.array(values[k], dtype=np.float64)
+                for key, values in zip(support_keys, supports, strict=True)
+                if values[k] and None not in values[k]
+            }
             outcome = triage_image(
                 box_labels,
                 np.array(box_scores or [], dtype=np.float64),
                 np.array(box_xywh or [], dtype=np.float64).reshape(-1, 4),
                 config,
+                support,
             )
             proposed = [
                 fo.Detection(
@@ -360,6 +369,7 @@ class ImageStore:
                     prediction_id=box_ids[i],
                     model=model,
                     run=run,
+                    **{key: float(shares[i]) for key, shares in support.items()},
                 )
                 for i, route in enumerate(outcome.routes)
                 if route != Route.REJECT
@@ -368,14 +378,12 @@ class ImageStore:
             labels[sid] = fo.Detections(detections=merge_working_labels(working, proposed))
             states[sid] = outcome.state.value
             priorities[sid] = outcome.priority
-            confusion[sid] = outcome.signals["class_confusion"]
-            misses[sid] = outcome.signals["likely_misses"]
+            for signal, value in outcome.signals.items():
+                signals[signal][sid] = value
         if not ids:
             return {}
-        for field, values in (
-            (LABELS, labels), (STATE, states), (PRIORITY, priorities),
-            (CLASS_CONFUSION, confusion), (LIKELY_MISSES, misses),
-        ):
+        for field, values in ((LABELS, labels), (STATE, states), (PRIORITY, priorities),
+                              *signals.items()):
             self.dataset.set_values(field, values, key_field="id", validate=False)
         counts: dict[str, int] = {}
         for state in states.values():
@@ -397,7 +405,13 @@ class ImageStore:
         view = self.dataset.match_tags(REVIEWED_TAG).match(
             (F(STATE) != ImageState.REVIEWED.value) | has_reject
         )
-        ids, current = view.values(["id", LABELS])
+        ids, current, states, recorded = view.values(["id", LABELS, STATE, REVIEWED_BY])
+        # A reviewer a review backend recorded before apply (`review pull`: the annotator) is
+        # kept; ``reviewer`` names the rest.
+        reviewers = {
+            sid: who if who and state != ImageState.REVIEWED.value else reviewer
+            for sid, state, who in zip(ids, states, recorded, strict=True)
+        }
         labels = {}
         report = {"images": len(ids), "confirmed": 0, "rejected": 0, "drawn": 0}
         for sid, working in zip(ids, current, strict=True):
@@ -417,10 +431,9 @@ class ImageStore:
             labels[sid] = fo.Detections(detections=kept)
         if ids:
             self.dataset.set_values(LABELS, labels, key_field="id", validate=False)
-            for field, value in (
-                (STATE, ImageState.REVIEWED.value), (REVIEWED_AT, now), (REVIEWED_BY, reviewer),
-            ):
+            for field, value in ((STATE, ImageState.REVIEWED.value), (REVIEWED_AT, now)):
                 self.dataset.set_values(field, dict.fromkeys(ids, value), key_field="id")
+            self.dataset.set_values(REVIEWED_BY, reviewers, key_field="id")
         return report
 
     # -- reading ---------------------------------------------------------------------------
@@ -488,6 +501,7 @@ def to_fiftyone(detections: Detections):
                 bounding_box=[float(v) for v in boxes[i]],
                 confidence=float(detections.confidence[i]),
                 model_label=str(detections.model_label[i]),
+                **{key: float(values[i]) for key, values in detections.extras.items()},
             )
             for i in range(len(detections))
         ]

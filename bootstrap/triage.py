@@ -19,8 +19,10 @@ Uncertainty signals (each a number stored on the sample, so people can sort by i
   different classes: the model could not decide what the object is;
 * ``likely_misses``: the summed confidence of the rejected boxes, i.e. how many objects the model
   half-saw but did not keep (an expected count of misses if scores were calibrated);
-* ``tta_disagreement`` / ``model_disagreement``: when computed at annotate time (test-time
-  augmentation, a second model), the share of boxes the other view did not confirm.
+* ``tta_disagreement`` / ``model_disagreement``: when proposals are fused from several views
+  (``detector.tta``, ``detector.second_model``; ``bootstrap.proposals``), the number of
+  surviving boxes the other views did not find, counted fractionally: sum of ``1 - support``.
+  At ``disagreement_at`` or more the image needs review.
 
 Priority (higher is reviewed first) adds up the expected corrections on the image:
 ``sum over review boxes of 1 - |2c - 1|`` (1 for a coin-flip box, 0 near 0 or 1)
@@ -30,6 +32,7 @@ Priority (higher is reviewed first) adds up the expected corrections on the imag
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -49,6 +52,11 @@ class TriageState(StrEnum):
     AUTO_ACCEPTED = "auto_accepted"
     NEEDS_REVIEW = "needs_review"
     EMPTY = "empty"
+
+
+#: Signal name -> the per-box support extra it is computed from (bootstrap.proposals).
+DISAGREEMENT_SIGNALS = {"tta_disagreement": "tta_support", "model_disagreement": "model_support"}
+SIGNALS = ("class_confusion", "likely_misses", *DISAGREEMENT_SIGNALS)
 
 
 @dataclass(frozen=True)
@@ -121,7 +129,7 @@ def triage_image(
     confidences: np.ndarray,
     boxes_xywh: np.ndarray,
     config: TriageConfig,
-    extra_signals: dict[str, float] | None = None,
+    support: Mapping[str, np.ndarray | None] | None = None,
     weights: SignalWeights = SignalWeights(),
 ) -> ImageTriage:
     """Route an image's boxes and derive its state, signals and priority.
@@ -129,28 +137,35 @@ def triage_image(
     Args:
         labels, confidences, boxes_xywh: the image's stored predictions.
         config: thresholds, and which signals are on (``class_confusion_iou``,
-            ``likely_misses_at``; ``None`` switches a signal off).
-        extra_signals: signals computed elsewhere (``tta_disagreement``, ``model_disagreement``),
-            each in [0, 1]; a value above 0 makes the image need review.
+            ``likely_misses_at``, ``disagreement_at``; ``None`` switches a signal off).
+        support: per-box view agreement stored with fused proposals (``tta_support``,
+            ``model_support``: the share of views that found each box; ``bootstrap.proposals``).
     """
     confidences = np.asarray(confidences, dtype=np.float64)
     routes = route_boxes(labels, confidences, config)
     route_array = np.array([r.value for r in routes], dtype=object)
     kept = route_array != Route.REJECT.value
     review = route_array == Route.REVIEW.value
-    signals = {"class_confusion": 0.0, "likely_misses": 0.0}
+    signals = dict.fromkeys(SIGNALS, 0.0)
     if config.class_confusion_iou is not None:
         signals["class_confusion"] = float(
             class_confusion(labels, boxes_xywh, kept, config.class_confusion_iou)
         )
     if config.likely_misses_at is not None:
         signals["likely_misses"] = float(confidences[~kept].sum())
-    signals.update(extra_signals or {})
+    if config.disagreement_at is not None:
+        for signal, key in DISAGREEMENT_SIGNALS.items():
+            shares = (support or {}).get(key)
+            if shares is not None and len(shares) == len(kept):
+                signals[signal] = float((1.0 - np.asarray(shares, dtype=np.float64)[kept]).sum())
 
     doubt = (
         signals["class_confusion"] > 0
         or (config.likely_misses_at is not None and signals["likely_misses"] >= config.likely_misses_at)
-        or any(signals.get(k, 0.0) > 0 for k in ("tta_disagreement", "model_disagreement"))
+        or (
+            config.disagreement_at is not None
+            and max(signals[s] for s in DISAGREEMENT_SIGNALS) >= config.disagreement_at
+        )
     )
     if review.any() or doubt:
         state = TriageState.NEEDS_REVIEW
@@ -160,7 +175,5 @@ def triage_image(
         state = TriageState.EMPTY
 
     box_doubt = float((1.0 - np.abs(2.0 * confidences[review] - 1.0)).sum())
-    priority = box_doubt + sum(
-        getattr(weights, name) * value for name, value in signals.items() if hasattr(weights, name)
-    )
+    priority = box_doubt + sum(getattr(weights, name) * value for name, value in signals.items())
     return ImageTriage(tuple(routes), state, round(priority, 6), signals)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Literal
 from uuid import UUID
 
 from prefect import flow, task
@@ -139,6 +140,8 @@ def annotate(
     batch_size: int | None = None,
     image_size: int | None = None,
     min_confidence: float | None = None,
+    tta: list[Literal["hflip", "upscale"]] | None = None,
+    second_model: str | None = None,
     chunk_size: int | None = None,
     max_chunks: int | None = None,
     task_runner: str = "local",
@@ -154,6 +157,8 @@ def annotate(
         batch_size: images per model call.
         image_size: inference size in pixels (a multiple of 32).
         min_confidence: the lowest score stored (at most 0.1).
+        tta: test-time views whose boxes are fused in: hflip, upscale (one inference pass each).
+        second_model: a second detector whose boxes are fused in, e.g. yolo26n.pt.
         chunk_size: images per detection task (default 8 batches).
         max_chunks: stop after this many chunks; the rest stays pending for the next run.
         task_runner: where chunks run: local (one after another in this process), dask or
@@ -170,6 +175,8 @@ def annotate(
         batch_size=batch_size,
         image_size=image_size,
         min_confidence=min_confidence,
+        tta=tta,
+        second_model=second_model,
     )
     run_id = str(flow_run.get_id() or "local")
     check_setup(config)

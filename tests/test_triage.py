@@ -68,12 +68,19 @@ def test_likely_misses_fires_on_low_score_mass():
     assert calm.state == TriageState.AUTO_ACCEPTED
 
 
-def test_external_signals_make_an_image_need_review_and_raise_priority():
-    boxes = _boxes([0, 0, 0.1, 0.1])
-    plain = triage_image(["car"], np.array([0.9]), boxes, CONFIG)
-    doubted = triage_image(["car"], np.array([0.9]), boxes, CONFIG, extra_signals={"tta_disagreement": 0.5})
-    assert plain.state == TriageState.AUTO_ACCEPTED
-    assert doubted.state == TriageState.NEEDS_REVIEW and doubted.priority > plain.priority
+@pytest.mark.parametrize(("signal", "support_key"), [("tta_disagreement", "tta_support"), ("model_disagreement", "model_support")])
+def test_view_disagreement_makes_an_image_need_review_and_raises_priority(signal, support_key):
+    # Two accepted boxes; the other views found the first, not the second.
+    boxes = _boxes([0, 0, 0.1, 0.1], [0.5, 0.5, 0.1, 0.1])
+    scores = np.array([0.9, 0.8])
+    agreed = triage_image(["car", "car"], scores, boxes, CONFIG, {support_key: np.array([1.0, 1.0])})
+    doubted = triage_image(["car", "car"], scores, boxes, CONFIG, {support_key: np.array([1.0, 0.0])})
+    assert agreed.state == TriageState.AUTO_ACCEPTED and agreed.signals[signal] == 0
+    assert doubted.signals[signal] == pytest.approx(1.0)
+    assert doubted.state == TriageState.NEEDS_REVIEW and doubted.priority > agreed.priority
+    # Half a box of disagreement stays under the default threshold (1.0); rejected boxes never count.
+    half = triage_image(["car", "car"], np.array([0.9, 0.1]), boxes, CONFIG, {support_key: np.array([0.5, 0.0])})
+    assert half.signals[signal] == pytest.approx(0.5) and half.state == TriageState.AUTO_ACCEPTED
 
 
 def test_coin_flip_boxes_outrank_near_certain_ones():
@@ -85,7 +92,9 @@ def test_coin_flip_boxes_outrank_near_certain_ones():
 
 def test_signals_can_be_switched_off():
     same_place = _boxes([0.1, 0.1, 0.3, 0.3], [0.11, 0.1, 0.3, 0.3])
-    quiet = TriageConfig(class_confusion_iou=None, likely_misses_at=None)
-    outcome = triage_image(["dog", "cat"], np.array([0.9, 0.85]), same_place, quiet)
-    assert outcome.signals == {"class_confusion": 0.0, "likely_misses": 0.0}
+    quiet = TriageConfig(class_confusion_iou=None, likely_misses_at=None, disagreement_at=None)
+    outcome = triage_image(
+        ["dog", "cat"], np.array([0.9, 0.85]), same_place, quiet, {"tta_support": np.array([0.0, 0.0])}
+    )
+    assert set(outcome.signals.values()) == {0.0}
     assert outcome.state == TriageState.AUTO_ACCEPTED

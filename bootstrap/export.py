@@ -1,0 +1,309 @@
+"""Export the final labels as a YOLO or COCO dataset, through FiftyOne's exporters.
+
+What is exported (``final_labels_view``): images in the ``include`` states (default
+``auto_accepted`` and ``reviewed``; ``needs_review`` and ``empty`` only when asked), and on them
+only final boxes: human-decided ones and automatic ones triage accepted, never a box tagged
+``reject``. An image with no final box is a background image and is exported with an empty
+label file.
+
+Layout: YOLO ``DIR/images/<split>/``, ``DIR/labels/<split>/``, ``DIR/data.yaml``; COCO
+``DIR/<split>/data/`` and ``DIR/<split>/labels.json``; both with ``DIR/manifest.json``.
+
+Splits are decided by each image's content hash (``split_of``), so an image keeps its split as
+the dataset grows. The class list is the dataset's (ontology or model classes), never the
+classes that happen to appear, so every export shares one index. The export is written to a
+hidden temporary folder beside ``DIR`` and renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bootstrap.config import PipelineConfig
+from bootstrap.store import (
+    CONTENT_HASH,
+    GROUND_TRUTH,
+    LABELS,
+    PREDICTION_MODEL,
+    REJECT_TAG,
+    STATE,
+    ImageState,
+    ImageStore,
+    Provenance,
+)
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("yolo", "coco")
+DEFAULT_INCLUDE = (ImageState.AUTO_ACCEPTED.value, ImageState.REVIEWED.value)
+INCLUDABLE = DEFAULT_INCLUDE + (ImageState.NEEDS_REVIEW.value, ImageState.EMPTY.value)
+MANIFEST = "manifest.json"
+#: Manifest fields that change on every run; everything else is identical for unchanged data.
+VOLATILE_MANIFEST_FIELDS = ("exported_at", "flow_run")
+
+
+class ExportError(ValueError):
+    """An export that cannot be made as asked."""
+
+
+def parse_split(text: str) -> dict[str, float]:
+    """``"train=0.8,val=0.2"`` -> ``{"train": 0.8, "val": 0.2}`` (order kept).
+
+    Raises:
+        ExportError: a malformed part, a repeated name, or fractions that do not add up to 1.
+    """
+    split: dict[str, float] = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        name, sep, value = part.partition("=")
+        try:
+            fraction = float(value)
+        except ValueError:
+            fraction = -1.0
+        if not sep or not name.strip() or not 0.0 <= fraction <= 1.0:
+            raise ExportError(f"split: expected 'name=fraction' with a fraction in [0, 1], got {part!r}")
+        if name.strip() in split:
+            raise ExportError(f"split: {name.strip()!r} is given twice")
+        split[name.strip()] = fraction
+    if not split or abs(sum(split.values()) - 1.0) > 1e-6:
+        raise ExportError(f"split: fractions must add up to 1, got {text!r}")
+    return split
+
+
+def split_of(content_hash: str, split: dict[str, float]) -> str:
+    """The split of an image: the first 32 bits of its SHA-256 as a number in [0, 1), placed on
+    the cumulative fractions. Depends on the image's bytes only, so it never changes as the
+    dataset grows."""
+    position = int(content_hash[:8], 16) / 2**32
+    cumulative = 0.0
+    for name, fraction in split.items():
+        cumulative += fraction
+        if position < cumulative:
+            return name
+    return next(reversed(split))  # rounding: fractions summing to 0.9999999
+
+
+def parse_include(include: list[str] | tuple[str, ...] | str | None) -> tuple[str, ...]:
+    """States to export: a list or ``"accepted,reviewed"``; ``accepted`` is short for
+    ``auto_accepted``. Raises ExportError on an unknown state (listing the valid ones)."""
+    if include is None:
+        return DEFAULT_INCLUDE
+    names = include.split(",") if isinstance(include, str) else list(include)
+    states = []
+    for name in (n.strip() for n in names if n.strip()):
+        state = "auto_accepted" if name == "accepted" else name
+        if state not in INCLUDABLE:
+            raise ExportError(f"include: unknown state {name!r}; choose from accepted, {', '.join(INCLUDABLE)}")
+        states.append(state)
+    if not states:
+        raise ExportError("include: no state given")
+    return tuple(dict.fromkeys(states))
+
+
+def config_hash(config: PipelineConfig) -> str:
+    """SHA-256 of the canonical JSON of a validated config."""
+    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def final_labels_view(store: ImageStore, include: tuple[str, ...] = DEFAULT_INCLUDE):
+    """Images in the ``include`` states with only their final boxes in ``labels``."""
+    from fiftyone import ViewField as F
+
+    final = (
+        (F("provenance") == Provenance.HUMAN.value) | (F("route") == "accept")
+    ) & ~F("tags").contains(REJECT_TAG)
+    return store.dataset.match(F(STATE).is_in(list(include))).filter_labels(
+        LABELS, final, only_matches=False
+    )
+
+
+def export_dataset(
+    store: ImageStore,
+    out_dir: str | Path,
+    format: str = "yolo",
+    include: list[str] | tuple[str, ...] | str | None = None,
+    split: str | dict[str, float] = "train=0.8,val=0.2",
+    config: PipelineConfig | None = None,
+    flow_run: str | None = None,
+) -> dict:
+    """Export the final labels of ``store`` to ``out_dir`` (replaced as a whole) and return the
+    manifest written beside them.
+
+    Raises:
+        ExportError: unknown format or state, a bad split, or a dataset without a class list.
+    """
+    if format not in FORMATS:
+        raise ExportError(f"format: unsupported format '{format}'; the available formats are {FORMATS}")
+    states = parse_include(include)
+    fractions = parse_split(split) if isinstance(split, str) else dict(split)
+    classes = list(store.dataset.default_classes)
+    if not classes:
+        raise ExportError(
+            f"dataset '{store.name}' has no class list (default_classes); annotate it first "
+            "(the class list comes from the ontology or the model)"
+        )
+    out = Path(out_dir).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    view = final_labels_view(store, states)
+    ids, hashes = view.values(["id", CONTENT_HASH])
+    by_split: dict[str, list[str]] = {name: [] for name in fractions}
+    for sid, content_hash in zip(ids, hashes, strict=True):
+        by_split[split_of(content_hash, fractions)].append(sid)
+
+    partial = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
+    partial.mkdir()
+    try:
+        for name, sample_ids in by_split.items():
+            # Sorted by path: the exporters number images and boxes in iteration order.
+            split_view = view.select(sample_ids).sort_by("filepath")
+            if format == "yolo":
+                _export_yolo_split(split_view, partial, name, classes)
+            else:
+                _export_coco_split(split_view, partial, name, classes)
+        manifest = _manifest(store, view, by_split, format, states, fractions, classes, config, flow_run)
+        _write_manifest(partial / MANIFEST, manifest)
+        _replace_dir(partial, out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    log.info("exported %d images of '%s' to %s", len(ids), store.name, out)
+    return manifest
+
+
+def _export_yolo_split(view, root: Path, split: str, classes: list[str]) -> None:
+    import fiftyone as fo
+
+    # yaml_path names the file `data.yaml` directly (FiftyOne's default is dataset.yaml):
+    # `yolo train data=DIR/data.yaml` then reads it unchanged. include_path=False keeps the
+    # paths relative to the yaml file, so the folder can be renamed and moved.
+    view.export(
+        export_dir=str(root),
+        dataset_type=fo.types.YOLOv5Dataset,
+        label_field=LABELS,
+        split=split,
+        classes=classes,
+        yaml_path="data.yaml",
+        include_path=False,
+        export_media=True,
+    )
+    images, labels = root / "images" / split, root / "labels" / split
+    images.mkdir(parents=True, exist_ok=True)
+    labels.mkdir(parents=True, exist_ok=True)
+    # FiftyOne writes no label file for an image whose label is None (an `empty` image); a
+    # background image must still have its (empty) label file.
+    for image in images.iterdir():
+        (labels / f"{image.stem}.txt").touch(exist_ok=True)
+    if not view:  # the exporter writes data.yaml only when it exported something
+        _add_yolo_split(root / "data.yaml", split, classes)
+
+
+def _add_yolo_split(yaml_path: Path, split: str, classes: list[str]) -> None:
+    import yaml
+
+    data = yaml.safe_load(yaml_path.read_text()) if yaml_path.is_file() else {}
+    data[split] = f"./images/{split}/"
+    data["names"] = dict(enumerate(classes))
+    yaml_path.write_text(yaml.safe_dump(data, default_flow_style=False))
+
+
+def _export_coco_split(view, root: Path, split: str, classes: list[str]) -> None:
+    import fiftyone as fo
+
+    view.export(
+        export_dir=str(root / split),
+        dataset_type=fo.types.COCODetectionDataset,
+        label_field=LABELS,
+        classes=classes,
+        export_media=True,
+        # A fixed info block: FiftyOne would stamp date_created with the current time, and
+        # re-exporting unchanged data must give identical files.
+        info={"date_created": "", "url": "", "version": ""},
+        extra_attrs=["provenance"],
+    )
+
+
+def _manifest(store, view, by_split, format, states, fractions, classes, config, flow_run) -> dict:
+    splits, totals = {}, Counter()
+    for name, sample_ids in by_split.items():
+        provenances = view.select(sample_ids).values(f"{LABELS}.detections.provenance")
+        counts = Counter(p for boxes in provenances for p in boxes or [])
+        entry = {
+            "images": len(sample_ids),
+            "background_images": sum(1 for boxes in provenances if not boxes),
+            "boxes": sum(counts.values()),
+            "boxes_auto": counts.get(Provenance.AUTO.value, 0),
+            "boxes_human": counts.get(Provenance.HUMAN.value, 0),
+        }
+        splits[name] = entry
+        totals.update(entry)
+    return {
+        "dataset": store.name,
+        "format": format,
+        "include": list(states),
+        "split": fractions,
+        "classes": classes,
+        "config_hash": config_hash(config) if config is not None else None,
+        "models": sorted(m for m in view.distinct(PREDICTION_MODEL) if m),
+        "thresholds": config.triage.model_dump(mode="json") if config is not None else None,
+        "counts": dict(totals),
+        "splits": splits,
+        "estimated_auto_precision": estimated_auto_precision(view),
+        "flow_run": flow_run,
+        "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def estimated_auto_precision(view) -> dict | None:
+    """Precision (IoU 0.5, class-aware) of the exported automatic boxes against the
+    ``ground_truth`` field, on the exported images that have one; None without ground truth."""
+    from fiftyone import ViewField as F
+
+    if GROUND_TRUTH not in view.get_field_schema():
+        return None
+    with_truth = view.exists(GROUND_TRUTH)
+    if not with_truth:
+        return None
+    auto = with_truth.filter_labels(
+        LABELS, F("provenance") == Provenance.AUTO.value, only_matches=False
+    )
+    key = f"export_{uuid.uuid4().hex[:6]}"
+    auto.evaluate_detections(LABELS, gt_field=GROUND_TRUTH, eval_key=key, iou=0.5, classwise=True)
+    try:
+        tp, fp = sum(auto.values(f"{key}_tp")), sum(auto.values(f"{key}_fp"))
+    finally:
+        view._dataset.delete_evaluation(key)
+    return {
+        "precision": round(tp / (tp + fp), 4) if tp + fp else None,
+        "boxes": tp + fp,
+        "images": len(with_truth),
+        "source": GROUND_TRUTH,
+    }
+
+
+def _write_manifest(path: Path, manifest: dict) -> None:
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def _replace_dir(partial: Path, out: Path) -> None:
+    """Move the finished export into place. A previous export is moved aside first and deleted
+    after, so the target is always either the old or the new complete export (or, for the
+    instant between the two renames, absent)."""
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(out, old)
+    os.rename(partial, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def load_manifest(out_dir: str | Path) -> dict:
+    return json.loads((Path(out_dir) / MANIFEST).read_text())
