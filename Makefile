@@ -43,6 +43,18 @@ bench: install
 app: install
 	$(BIN)/bootstrap app $(DEMO_DATASET)
 
+# Run it as a service: a local Prefect server (UI on http://127.0.0.1:4200) and the
+# deployments of prefect.yaml served against it. Two terminals: `make server`, `make serve`.
+PREFECT_PORT ?= 4200
+PREFECT_ENV := PREFECT_HOME=$(CURDIR)/.prefect PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api
+.PHONY: server serve
+
+server: install
+	$(PREFECT_ENV) $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+serve: install
+	$(PREFECT_ENV) $(BIN)/python -m flows.serve
+
 # -- Label Studio: the review backend, a separate service in a venv of its own -------------------
 # Label Studio's dependencies conflict with ours, so it never enters .venv; bootstrap talks to it
 # over HTTP (bootstrap/labelstudio.py). Loopback only. Settings (environment or make VAR=...):

@@ -15,5 +15,9 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # FiftyOne draws a progress bar for every bulk call; ours are per stage (see bootstrap.progress).
 os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# Without a server, Prefect starts an ephemeral one per command: migrations plus importing
+# installed collections (prefect-dask pulls in distributed, ~4 s) take ~20 s on 2 busy cores,
+# Prefect's default limit. Waiting longer beats failing the command.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 __version__ = "0.1.0"

@@ -161,10 +161,39 @@ def annotate_pending(
     config: PipelineConfig, store: ImageStore, run_id: str, limit: int
 ) -> BatchReport:
     """Run the detector over up to ``limit`` pending images and store the outcomes."""
+    return _annotate(config, store, run_id, store.pending_images(limit))
+
+
+def plan_chunks(
+    store: ImageStore, chunk_size: int, max_chunks: int | None = None
+) -> list[list[str]]:
+    """Split the pending images' ids into chunks of ``chunk_size``, oldest first.
+
+    Planned up front so that chunks running in parallel (Dask workers) get disjoint images;
+    with ``max_chunks`` the rest stays pending for the next run.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+    ids = [image.sample_id for image in store.list_pending()]
+    chunks = [ids[i : i + chunk_size] for i in range(0, len(ids), chunk_size)]
+    return chunks if max_chunks is None else chunks[:max_chunks]
+
+
+def annotate_images(
+    config: PipelineConfig, store: ImageStore, run_id: str, sample_ids: Sequence[str]
+) -> BatchReport:
+    """Run the detector over the images ``sample_ids`` (one planned chunk) and store the
+    outcomes; images no longer pending (done by another run meanwhile) are skipped."""
+    return _annotate(config, store, run_id, store.list_pending(sample_ids))
+
+
+def _annotate(
+    config: PipelineConfig, store: ImageStore, run_id: str, pending: Sequence[PendingImage]
+) -> BatchReport:
     started = time.perf_counter()
+    # Cached per process (load_detector): a Dask worker loads the model for its first chunk only.
     detector = load_detector(config.detector)
     ontology = Ontology(config.ontology, detector.class_names)
-    pending = store.pending_images(limit)
     report = BatchReport(images=len(pending))
     results = []
     for result in detect_images(pending, detector, ontology, config.detector.batch_size):

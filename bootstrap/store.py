@@ -145,11 +145,14 @@ class ImageStore:
     # -- schema ---------------------------------------------------------------------------
 
     def _create(self, name: str):
+        from pymongo.errors import DuplicateKeyError
+
         fo = self._fo
         try:
             dataset = fo.Dataset(name)
-        except ValueError:
-            # Another process created it between our check and now.
+        except (ValueError, DuplicateKeyError):
+            # Another process created it between our check and now (FiftyOne says ValueError
+            # when it sees the name, MongoDB DuplicateKeyError when both insert at once).
             return fo.load_dataset(name)
         dataset.persistent = True
         return dataset
@@ -237,6 +240,16 @@ class ImageStore:
 
         view = self.dataset.match(F(STATE) == ImageState.PENDING.value).limit(limit)
         ids, paths = view.values(["id", "filepath"])
+        return [PendingImage(i, p) for i, p in zip(ids, paths, strict=True)]
+
+    def list_pending(self, sample_ids: Sequence[str] | None = None) -> list[PendingImage]:
+        """Every image still waiting for the detector, oldest first; with ``sample_ids``,
+        only those of them still pending, in that order (a chunk planned earlier, of which
+        another run may have done some since)."""
+        from fiftyone import ViewField as F
+
+        view = self.dataset if sample_ids is None else self.dataset.select(sample_ids, ordered=True)
+        ids, paths = view.match(F(STATE) == ImageState.PENDING.value).values(["id", "filepath"])
         return [PendingImage(i, p) for i, p in zip(ids, paths, strict=True)]
 
     def count_pending(self) -> int:

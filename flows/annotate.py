@@ -7,7 +7,10 @@ Resumable by construction: the dataset is the work queue (see ``bootstrap.annota
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal
+from uuid import UUID
 
 from prefect import flow, task
 from prefect.artifacts import (
@@ -16,12 +19,14 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.cache_policies import NONE
+from prefect.futures import as_completed
 from prefect.runtime import flow_run
 
 from bootstrap import annotate as steps
 from bootstrap.config import PipelineConfig, config_from_flags
-from bootstrap.store import ImageStore
+from bootstrap.store import LABELS, ImageState, ImageStore
 from flows import artifact_key
+from flows.runners import check_task_runner, dask_task_runner
 
 # Database and file errors are usually transient (a restarting MongoDB, a flaky mount).
 IO_RETRIES = dict(retries=2, retry_delay_seconds=5)
@@ -38,13 +43,79 @@ def discover_new_images(config: PipelineConfig) -> steps.DiscoveryReport:
 
 
 @task(cache_policy=NONE, **IO_RETRIES)
-def annotate_chunk(config: PipelineConfig, run_id: str, limit: int) -> steps.BatchReport:
-    return steps.annotate_pending(config, ImageStore(config.dataset), run_id, limit)
+def plan_chunks(
+    config: PipelineConfig, chunk_size: int, max_chunks: int | None
+) -> list[list[str]]:
+    return steps.plan_chunks(ImageStore(config.dataset), chunk_size, max_chunks)
+
+
+@task(cache_policy=NONE, **IO_RETRIES)
+def annotate_chunk(
+    config: PipelineConfig, run_id: str, sample_ids: list[str]
+) -> steps.BatchReport:
+    return steps.annotate_images(config, ImageStore(config.dataset), run_id, sample_ids)
+
+
+@flow(name="annotate-chunks-dask")
+def annotate_chunks_in_parallel(
+    config: PipelineConfig,
+    run_id: str,
+    chunks: list[list[str]],
+    progress_id: UUID,
+    pending: int,
+) -> list[steps.BatchReport]:
+    """All chunks at once on the flow's (Dask) task runner; progress as each one finishes."""
+    futures = [annotate_chunk.submit(config, run_id, chunk) for chunk in chunks]
+    batches: list[steps.BatchReport] = []
+    for future in as_completed(futures):
+        batches.append(future.result())
+        _report_progress(progress_id, batches, pending)
+    return batches
+
+
+def _report_progress(progress_id: UUID, batches: list[steps.BatchReport], pending: int) -> None:
+    done = sum(b.images for b in batches)
+    update_progress_artifact(progress_id, min(100.0, 100.0 * done / max(pending, 1)))
+
+
+@contextmanager
+def one_run_per_dataset(dataset: str) -> Iterator[None]:
+    """Hold the Prefect concurrency slot ``annotate-<dataset>`` (limit 1, created on first use).
+
+    Two runs on one dataset (a schedule firing while a manual run goes on) then take turns:
+    the second waits, then finds nothing new. The store's unique content hash would already
+    prevent duplicate samples; the slot also prevents detecting the same image twice. The slot
+    is leased: a killed run frees it when the lease (5 minutes) runs out.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.concurrency.sync import concurrency
+    from prefect.exceptions import ObjectAlreadyExists
+
+    name = artifact_key("annotate", dataset)
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+        except ObjectAlreadyExists:
+            pass
+    with concurrency(name, occupy=1, strict=True):
+        yield
 
 
 @task(cache_policy=NONE, **IO_RETRIES)
 def triage_new_images(config: PipelineConfig) -> dict[str, int]:
     return ImageStore(config.dataset).apply_triage(config.triage, states=("predicted",))
+
+
+@task(cache_policy=NONE)
+def dataset_totals(config: PipelineConfig) -> str:
+    """Markdown rows for the whole dataset after this run: boxes by route, review queue."""
+    store = ImageStore(config.dataset)
+    routes = store.dataset.count_values(f"{LABELS}.detections.route")
+    waiting = store.dataset.count_values("state").get(ImageState.NEEDS_REVIEW.value, 0)
+    rows = [(f"working boxes routed `{route}`", n) for route, n in sorted(routes.items()) if route]
+    rows.append(("images waiting for review (`needs_review`)", waiting))
+    return "\n".join(["| dataset now | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows])
 
 
 @task(cache_policy=NONE)
@@ -73,6 +144,7 @@ def annotate(
     second_model: str | None = None,
     chunk_size: int | None = None,
     max_chunks: int | None = None,
+    task_runner: str = "local",
 ) -> dict:
     """Pre-annotate every new image of the sources into a FiftyOne dataset.
 
@@ -89,7 +161,10 @@ def annotate(
         second_model: a second detector whose boxes are fused in, e.g. yolo26n.pt.
         chunk_size: images per detection task (default 8 batches).
         max_chunks: stop after this many chunks; the rest stays pending for the next run.
+        task_runner: where chunks run: local (one after another in this process), dask or
+            dask:N (N local Dask worker processes), or a Dask scheduler address tcp://host:8786.
     """
+    check_task_runner(task_runner)
     started = time.perf_counter()
     config = config_from_flags(
         config_path,
@@ -105,25 +180,31 @@ def annotate(
     )
     run_id = str(flow_run.get_id() or "local")
     check_setup(config)
-    discovery = discover_new_images(config)
-    progress_id = create_progress_artifact(
-        progress=0.0, key=artifact_key("annotate-progress", config.dataset),
-        description=f"Images annotated of {discovery.pending} pending",
-    )
-    batches: list[steps.BatchReport] = []
-    limit = chunk_size or steps.default_chunk_size(config)
-    while max_chunks is None or len(batches) < max_chunks:
-        report = annotate_chunk(config, run_id, limit)
-        if report.images == 0:
-            break
-        batches.append(report)
-        done = sum(b.images for b in batches)
-        update_progress_artifact(progress_id, min(100.0, 100.0 * done / max(discovery.pending, 1)))
-    update_progress_artifact(progress_id, 100.0)
-    routed = triage_new_images(config)
+    with one_run_per_dataset(config.dataset):
+        discovery = discover_new_images(config)
+        progress_id = create_progress_artifact(
+            progress=0.0, key=artifact_key("annotate-progress", config.dataset),
+            description=f"Images annotated of {discovery.pending} pending",
+        )
+        chunks = plan_chunks(config, chunk_size or steps.default_chunk_size(config), max_chunks)
+        batches: list[steps.BatchReport] = []
+        if task_runner == "local" or not chunks:
+            for chunk in chunks:
+                batches.append(annotate_chunk(config, run_id, chunk))
+                _report_progress(progress_id, batches, discovery.pending)
+        else:
+            parallel = annotate_chunks_in_parallel.with_options(
+                task_runner=dask_task_runner(task_runner)
+            )
+            batches = parallel(config, run_id, chunks, progress_id, discovery.pending)
+        update_progress_artifact(progress_id, 100.0)
+        routed = triage_new_images(config)
     summary = summarise(config, run_id, discovery, batches, time.perf_counter() - started, routed)
     create_markdown_artifact(
-        markdown=f"# Annotate `{config.dataset}`\n\n{summary.to_markdown()}",
+        markdown=(
+            f"# Annotate `{config.dataset}`\n\n{summary.to_markdown()}\n\n"
+            f"{dataset_totals(config)}"
+        ),
         key=artifact_key("annotate-summary", config.dataset),
         description="Pre-annotation summary",
     )

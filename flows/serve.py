@@ -1,0 +1,64 @@
+"""Serve the deployments declared in ``prefect.yaml`` from this one process (``make serve``).
+
+``prefect.serve`` needs no work pool or worker and works offline against ``make server``;
+each flow run still executes in its own subprocess. The names, parameters and schedules come
+from ``prefect.yaml``, so the file stays the one place where deployments are declared.
+A deployment whose entrypoint module is missing from this checkout is skipped with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger("bootstrap.serve")
+
+
+def load_deployments(path: Path = ROOT / "prefect.yaml") -> list:
+    """``RunnerDeployment`` objects for every deployment in ``path`` whose flow imports."""
+    from prefect.flows import load_flow_from_entrypoint
+    from prefect.schedules import Cron
+
+    declared = yaml.safe_load(path.read_text())["deployments"]
+    deployments = []
+    for spec in declared:
+        entrypoint = spec["entrypoint"]
+        module_file = ROOT / entrypoint.split(":")[0]
+        if not module_file.is_file():
+            log.warning("skipping deployment %s: no %s in this checkout", spec["name"], module_file)
+            continue
+        flow = load_flow_from_entrypoint(str(module_file) + ":" + entrypoint.split(":")[1])
+        schedules = [
+            Cron(s["cron"], timezone=s.get("timezone"), active=s.get("active", True))
+            for s in spec.get("schedules") or []
+        ]
+        deployments.append(
+            flow.to_deployment(
+                name=spec["name"],
+                description=spec.get("description"),
+                tags=spec.get("tags"),
+                parameters=spec.get("parameters") or {},
+                schedules=schedules or None,
+            )
+        )
+    return deployments
+
+
+def main() -> None:
+    from prefect import serve
+
+    logging.basicConfig(level=logging.INFO)
+    # Flow runs start in this process's working directory: relative sources in prefect.yaml
+    # are then relative to the repository root.
+    os.chdir(ROOT)
+    sys.path.insert(0, str(ROOT))
+    serve(*load_deployments())
+
+
+if __name__ == "__main__":
+    main()
