@@ -211,10 +211,15 @@ class ImageStore:
 
     # -- discovery side --------------------------------------------------------------------
 
-    def known_files(self) -> dict[str, tuple[int, int]]:
-        """``{filepath: (size, mtime_ns)}`` of every stored image, to skip unchanged files unread."""
+    def known_files(self, uris: Iterable[str] | None = None) -> dict[str, tuple[int, int]]:
+        """``{filepath: (size, mtime_ns)}`` of stored images, to skip unchanged files unread.
+
+        With ``uris``, only those paths are looked up (an indexed query), so discovery can ask
+        chunk by chunk and never holds every known path of a large dataset in memory.
+        """
+        query = {} if uris is None else {"filepath": {"$in": list(uris)}}
         # A raw cursor, not values(): one small tuple per image, built as documents stream in.
-        cursor = self._samples.find({}, {"_id": 0, "filepath": 1, FILE_SIZE: 1, FILE_MTIME: 1})
+        cursor = self._samples.find(query, {"_id": 0, "filepath": 1, FILE_SIZE: 1, FILE_MTIME: 1})
         return {d["filepath"]: (d.get(FILE_SIZE), d.get(FILE_MTIME)) for d in cursor}
 
     def add_pending(self, images: Iterable[NewImage]) -> int:

@@ -175,8 +175,10 @@ def run_size(corpus: Path, size: int, batch_size: int, profile: Path | None) -> 
     finally:
         import fiftyone as fo
 
+        started = time.perf_counter()
         if fo.dataset_exists(dataset):
             fo.delete_dataset(dataset)
+        cleanup_seconds = time.perf_counter() - started
     if profiler:
         text = io.StringIO()
         pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(40)
@@ -191,6 +193,7 @@ def run_size(corpus: Path, size: int, batch_size: int, profile: Path | None) -> 
         "routed": first.routed,
         "annotate_seconds": annotate_seconds,
         "rerun_seconds": rerun_seconds,
+        "cleanup_seconds": cleanup_seconds,
         "steps": first_timers,
         "rerun_steps": timers,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -238,14 +241,16 @@ def main() -> None:
         ensure_corpus(args.cache, size)
         command = [sys.executable, __file__, "--scales", args.scales, "--cache", str(args.cache),
                    "--batch-size", str(args.batch_size), "--child", str(size)]
+        started = time.perf_counter()
         done = subprocess.run(command + (["--profile"] if args.profile else []),
                               capture_output=True, text=True, cwd=ROOT)
+        child_seconds = time.perf_counter() - started
         line = next((x for x in done.stdout.splitlines() if x.startswith("BENCH ")), None)
         if done.returncode or line is None:
             sys.exit(f"size {size} failed:\n{done.stderr[-3000:]}")
-        results.append(json.loads(line[6:]))
+        results.append(json.loads(line[6:]) | {"process_seconds": child_seconds})
         if args.json:
-            print(line[6:])
+            print(json.dumps(results[-1]))
 
     print(f"\nScale: stand-in detector, 64x64 JPEGs, batch {args.batch_size}, "
           f"cpu threads {os.cpu_count()}")

@@ -167,3 +167,11 @@ def test_triage_in_chunks_covers_every_image_and_keeps_human_boxes(dataset_name,
     assert human == [(confirmed.label, confirmed.id), ("dog", labels[1].id)]
     predictions = {b.prediction_id for b in labels if b.provenance == "auto"}
     assert confirmed.prediction_id not in predictions and len(labels) == 2 + 3  # 2 human + 3 automatic
+
+
+def test_known_files_can_be_asked_for_some_paths(dataset_name):
+    store = ImageStore(dataset_name)
+    store.add_pending([_new(1), _new(2)])
+    assert store.known_files(["/data/img2.jpg", "/data/unknown.jpg"]) == {"/data/img2.jpg": (102, 1002)}
+    assert store.known_files(iter([])) == {}
+    assert set(store.known_files()) == {"/data/img1.jpg", "/data/img2.jpg"}
