@@ -37,8 +37,12 @@ test: install
 lint: install
 	$(BIN)/ruff check bootstrap flows tests scripts
 
+# Scale bench sizes (synthetic corpora, generated once into .bench/): make bench BENCH_SCALES=1000,10000
+BENCH_SCALES ?= 1000,10000,100000
+
 bench: install
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
+	$(BIN)/python scripts/bench_scale.py --scales $(BENCH_SCALES) $(BENCH_SCALE_ARGS)
 
 app: install
 	$(BIN)/bootstrap app $(DEMO_DATASET)

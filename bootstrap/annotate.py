@@ -109,11 +109,12 @@ def register_new_images(config: PipelineConfig, store: ImageStore) -> DiscoveryR
     decoded), so a renamed or copied image is recognised by its content.
     """
     report = DiscoveryReport()
-    known = store.known_files()
     files = iter_image_files(config.sources)
     with progress.task("discovering", total=None) as bar:
         while chunk := list(itertools.islice(files, DISCOVERY_CHUNK)):
             report.found += len(chunk)
+            # Per chunk, not all at once: memory stays flat however many images are known.
+            known = store.known_files(image.uri for image in chunk)
             candidates = []
             for image in chunk:
                 if known.get(image.uri) == (image.size, image.mtime_ns):

@@ -7,6 +7,10 @@ backend (torchvision, an ONNX runtime) only has to implement ``predict``.
 Weights: ``detector.model`` is a file path, or a name such as ``yolov8n.pt``. A name is looked
 up first in the folder named by the ``BOOTSTRAP_MODELS`` environment variable; when it is not
 there, Ultralytics downloads it as usual (which needs internet).
+
+Other backends plug in by a model-name scheme: ``register_detector("standin:", factory)`` makes
+every ``detector.model`` that starts with ``standin:`` load through ``factory(config)`` instead of
+Ultralytics (the scale benchmark registers a fast stand-in detector this way).
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -110,10 +115,34 @@ class UltralyticsDetector:
         return [Detections.from_ultralytics(result) for result in results]
 
 
+#: Builds a detector from its config; registered per model-name scheme.
+DetectorFactory = Callable[[DetectorConfig], Detector]
+
+_SCHEME = re.compile(r"^[a-z][a-z0-9_-]*:$")
+_BACKENDS: dict[str, DetectorFactory] = {}
+
+
+def register_detector(prefix: str, factory: DetectorFactory) -> None:
+    """Load every ``detector.model`` that starts with ``prefix`` (a scheme such as ``"standin:"``)
+    through ``factory(config)`` instead of Ultralytics. Registering the same factory again is a
+    no-op.
+
+    Raises:
+        ValueError: ``prefix`` is not a lowercase scheme ending in ``:``, or it is registered to
+            another factory already.
+    """
+    if not _SCHEME.fullmatch(prefix):
+        raise ValueError(f"detector prefix '{prefix}' must be a lowercase scheme like 'standin:'")
+    if _BACKENDS.get(prefix, factory) is not factory:
+        raise ValueError(f"detector prefix '{prefix}' is registered to another factory already")
+    _BACKENDS[prefix] = factory
+
+
 @functools.lru_cache(maxsize=8)
 def load_detector(config: DetectorConfig) -> Detector:
-    """Load (once per process) the detector ``config`` describes: one model, or several views
-    fused (``detector.tta``, ``detector.second_model``; see ``bootstrap.proposals``)."""
+    """Load (once per process) the detector ``config`` describes: several views fused
+    (``detector.tta``, ``detector.second_model``; see ``bootstrap.proposals``), a registered
+    backend when the model name starts with its prefix, else Ultralytics."""
     if config.tta or config.second_model:
         from bootstrap.proposals import FusedDetector
 
@@ -131,4 +160,7 @@ def load_detector(config: DetectorConfig) -> Detector:
             iou_threshold=config.fusion_iou,
         )
     log.info("loading detector %s on %s", config.model, config.device)
+    for prefix, factory in _BACKENDS.items():
+        if config.model.startswith(prefix):
+            return factory(config)
     return UltralyticsDetector(config)

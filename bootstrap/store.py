@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import logging
 import mimetypes
+import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
 import numpy as np
+from bson import ObjectId
 
 from bootstrap.config import TriageConfig
 from bootstrap.detections import Detections
@@ -57,6 +59,8 @@ REVIEWED_TAG = "reviewed"
 REJECT_TAG = "reject"
 #: States triage may (re)assign; reviewed, failed and pending images are never re-triaged.
 TRIAGE_INPUT_STATES = ("predicted", "auto_accepted", "needs_review", "empty")
+#: Images triaged per read/write round trip (bounds triage's memory on any dataset size).
+TRIAGE_CHUNK = 1000
 
 
 class ImageState(StrEnum):
@@ -142,6 +146,26 @@ class ImageStore:
             raise StoreError(f"no dataset '{name}'; the database has: {', '.join(names) or 'none'}")
         return cls(name)
 
+    @property
+    def _samples(self):
+        """The dataset's MongoDB collection, for bulk reads and writes FiftyOne has no API for."""
+        return self.dataset._sample_collection
+
+    def _bulk_set(self, changes: dict) -> None:
+        """``$set`` ``{sample ObjectId: {field: value}}`` unordered, in one round trip, and
+        refresh the in-memory ``fo.Sample`` objects it touches (as FiftyOne's own ``set_values``
+        does), so a caller holding one sees the new values."""
+        import fiftyone.core.sample as fos
+        from pymongo import UpdateOne
+
+        if not changes:
+            return
+        self._samples.bulk_write(
+            [UpdateOne({"_id": oid}, {"$set": fields}) for oid, fields in changes.items()],
+            ordered=False,
+        )
+        fos.Sample._reload_docs(self.dataset._sample_collection_name, sample_ids=list(changes))
+
     # -- schema ---------------------------------------------------------------------------
 
     def _create(self, name: str):
@@ -189,38 +213,45 @@ class ImageStore:
 
     # -- discovery side --------------------------------------------------------------------
 
-    def known_files(self) -> dict[str, tuple[int, int]]:
-        """``{filepath: (size, mtime_ns)}`` of every stored image, to skip unchanged files unread."""
-        paths, sizes, mtimes = self.dataset.values(["filepath", FILE_SIZE, FILE_MTIME])
-        return {p: (s, m) for p, s, m in zip(paths, sizes, mtimes, strict=True)}
+    def known_files(self, uris: Iterable[str] | None = None) -> dict[str, tuple[int, int]]:
+        """``{filepath: (size, mtime_ns)}`` of stored images, to skip unchanged files unread.
+
+        With ``uris``, only those paths are looked up (an indexed query), so discovery can ask
+        chunk by chunk and never holds every known path of a large dataset in memory.
+        """
+        query = {} if uris is None else {"filepath": {"$in": list(uris)}}
+        # A raw cursor, not values(): one small tuple per image, built as documents stream in.
+        cursor = self._samples.find(query, {"_id": 0, "filepath": 1, FILE_SIZE: 1, FILE_MTIME: 1})
+        return {d["filepath"]: (d.get(FILE_SIZE), d.get(FILE_MTIME)) for d in cursor}
 
     def add_pending(self, images: Iterable[NewImage]) -> int:
         """Register new images as ``pending``; images whose content is stored already are
         skipped. Returns how many were inserted."""
         from pymongo.errors import BulkWriteError
 
-        fo = self._fo
         now = datetime.now(UTC).replace(tzinfo=None)
-        docs, seen = [], set()
+        docs, seen, template = [], set(), None
         for image in images:
             if image.content_hash in seen:  # a copy within the same batch
                 continue
             seen.add(image.content_hash)
-            sample = fo.Sample(
-                filepath=image.uri,
-                **{
-                    CONTENT_HASH: image.content_hash,
-                    FILE_SIZE: image.size,
-                    FILE_MTIME: image.mtime_ns,
-                    STATE: ImageState.PENDING.value,
-                },
-            )
+            fields = {
+                "filepath": image.uri,
+                CONTENT_HASH: image.content_hash,
+                FILE_SIZE: image.size,
+                FILE_MTIME: image.mtime_ns,
+                STATE: ImageState.PENDING.value,
+            }
             # FiftyOne's add_samples() aborts a whole batch on the first duplicate key; we need
-            # "insert what is new, skip what another run already inserted", so we build the
-            # backing documents FiftyOne would write and insert them unordered ourselves.
-            docs.append(
-                self.dataset._make_dict(sample, created_at=now, last_modified_at=now)
-            )
+            # "insert what is new, skip what another run already inserted", so we insert the
+            # backing documents ourselves, unordered. FiftyOne builds the first one (its own
+            # bookkeeping fields); the rest are copies of it with this image's fields, since
+            # building an fo.Sample per image was most of the insert time.
+            if template is None:
+                template = self.dataset._make_dict(
+                    self._fo.Sample(**fields), created_at=now, last_modified_at=now
+                )
+            docs.append(template | fields | {"_rand": _sample_rand()})
         if not docs:
             return 0
         try:
@@ -253,7 +284,7 @@ class ImageStore:
         return [PendingImage(i, p) for i, p in zip(ids, paths, strict=True)]
 
     def count_pending(self) -> int:
-        return self.dataset.count_values(STATE).get(ImageState.PENDING.value, 0)
+        return self._samples.count_documents({STATE: ImageState.PENDING.value})  # indexed
 
     def record_results(self, results: Sequence[ImageResult], model: str, run_id: str) -> int:
         """Store detector outcomes in bulk. Returns the number of boxes stored.
@@ -263,46 +294,46 @@ class ImageStore:
         """
         if not results:
             return 0
-        fo = self._fo
         now = datetime.now(UTC).replace(tzinfo=None)
-        predictions, metadata, states, failures = {}, {}, {}, {}
-        for result in results:
-            sid = result.sample_id
-            if result.detections is None:
-                states[sid] = ImageState.FAILED.value
-                failures[sid] = result.failure or "unknown failure"
-                predictions[sid] = None
-                continue
-            width, height = result.detections.image_wh
-            metadata[sid] = fo.ImageMetadata(
-                width=width,
-                height=height,
-                mime_type=mimetypes.guess_type(result.uri)[0],
-            )
-            predictions[sid] = to_fiftyone(result.detections)
-            states[sid] = ImageState.PREDICTED.value
-            failures[sid] = None
+        oids = [ObjectId(r.sample_id) for r in results]
         # A new model run may refresh predictions of reviewed images; their state stays
         # `reviewed` (and triage never touches them), so no human decision is undone.
-        reviewed = self.dataset.select(list(states)).match(
-            self._fo.ViewField(STATE) == ImageState.REVIEWED.value
-        )
-        for sid in reviewed.values("id"):
-            states[sid] = ImageState.REVIEWED.value
-        self.dataset.set_values(PREDICTIONS, predictions, key_field="id", validate=False)
-        if metadata:
-            self.dataset.set_values("metadata", metadata, key_field="id", validate=False)
-        self.dataset.set_values(STATE, states, key_field="id", validate=False)
-        self.dataset.set_values(FAILURE, failures, key_field="id", validate=False)
-        self.dataset.set_values(
-            PREDICTION_MODEL, dict.fromkeys(predictions, model), key_field="id", validate=False
-        )
-        self.dataset.set_values(
-            PREDICTION_RUN, dict.fromkeys(predictions, run_id), key_field="id", validate=False
-        )
-        self.dataset.set_values(
-            PREDICTED_AT, dict.fromkeys(predictions, now), key_field="id", validate=False
-        )
+        reviewed = {
+            str(doc["_id"]) for doc in self._samples.find(
+                {"_id": {"$in": oids}, STATE: ImageState.REVIEWED.value}, {"_id": 1}
+            )
+        }
+        # Raw documents in one unordered bulk write: building fo.Detection objects and one
+        # set_values() per field was ~100 samples/s; this is what FiftyOne would store.
+        changes = {}
+        for oid, result in zip(oids, results, strict=True):
+            fields = {
+                PREDICTION_MODEL: model, PREDICTION_RUN: run_id, PREDICTED_AT: now,
+                "last_modified_at": now,
+            }
+            if result.detections is None:
+                fields |= {
+                    STATE: ImageState.FAILED.value,
+                    FAILURE: result.failure or "unknown failure",
+                    PREDICTIONS: None,
+                }
+            else:
+                width, height = result.detections.image_wh
+                fields |= {
+                    STATE: ImageState.PREDICTED.value,
+                    FAILURE: None,
+                    PREDICTIONS: detections_document(result.detections),
+                    "metadata": {
+                        "_cls": "ImageMetadata",
+                        "width": width,
+                        "height": height,
+                        "mime_type": mimetypes.guess_type(result.uri)[0],
+                    },
+                }
+            if result.sample_id in reviewed:
+                fields[STATE] = ImageState.REVIEWED.value
+            changes[oid] = fields
+        self._bulk_set(changes)
         return sum(len(r.detections) for r in results if r.detections is not None)
 
     # -- triage and review -----------------------------------------------------------------
@@ -319,75 +350,65 @@ class ImageStore:
         it never admits reviewed, failed or pending images.
         Returns the number of images per resulting state.
         """
-        from fiftyone import ViewField as F
-
-        fo = self._fo
         states = tuple(s for s in states if s in TRIAGE_INPUT_STATES)
-        view = self.dataset.match(F(STATE).is_in(list(states)))
-        # Primitive sub-fields, not whole documents: building a Detection object per stored box
-        # was most of triage's time. Working labels are loaded whole only where a person has
-        # decided something, since only those boxes are kept.
-        p = f"{PREDICTIONS}.detections"
-        support_keys = list(DISAGREEMENT_SIGNALS.values())
-        ids, pred_ids, names, scores, boxes, models, runs, provenances, tag_lists, *supports = (
-            view.values(
-                ["id", f"{p}.id", f"{p}.label", f"{p}.confidence", f"{p}.bounding_box",
-                 PREDICTION_MODEL, PREDICTION_RUN, f"{LABELS}.detections.provenance",
-                 f"{LABELS}.detections.tags", *(f"{p}.{key}" for key in support_keys)]
-            )
-        )
-        touched = [
-            sid for sid, provs, tags in zip(ids, provenances, tag_lists, strict=True)
-            if any(v == Provenance.HUMAN.value for v in provs or []) or any(tags or [])
-        ]
-        current = dict(zip(touched, self.dataset.select(touched).values(LABELS), strict=True))
-        labels, states, priorities = {}, {}, {}
-        signals: dict[str, dict] = {signal: {} for signal in SIGNALS}
-        for k, (sid, box_ids, box_labels, box_scores, box_xywh, model, run) in enumerate(
-            zip(ids, pred_ids, names, scores, boxes, models, runs, strict=True)
-        ):
-            box_ids, box_labels = box_ids or [], box_labels or []
-            support = {
-                key: np.array(values[k], dtype=np.float64)
-                for key, values in zip(support_keys, supports, strict=True)
-                if values[k] and None not in values[k]
-            }
-            outcome = triage_image(
-                box_labels,
-                np.array(box_scores or [], dtype=np.float64),
-                np.array(box_xywh or [], dtype=np.float64).reshape(-1, 4),
-                config,
-                support,
-            )
-            proposed = [
-                fo.Detection(
-                    label=box_labels[i],
-                    bounding_box=list(box_xywh[i]),
-                    confidence=box_scores[i],
-                    provenance=Provenance.AUTO.value,
-                    route=route.value,
-                    prediction_id=box_ids[i],
-                    model=model,
-                    run=run,
-                    **{key: float(shares[i]) for key, shares in support.items()},
-                )
-                for i, route in enumerate(outcome.routes)
-                if route != Route.REJECT
-            ]
-            working = current.get(sid)
-            labels[sid] = fo.Detections(detections=merge_working_labels(working, proposed))
-            states[sid] = outcome.state.value
-            priorities[sid] = outcome.priority
-            for signal, value in outcome.signals.items():
-                signals[signal][sid] = value
-        if not ids:
-            return {}
-        for field, values in ((LABELS, labels), (STATE, states), (PRIORITY, priorities),
-                              *signals.items()):
-            self.dataset.set_values(field, values, key_field="id", validate=False)
+        # The ids first (compact), then the documents chunk by chunk: memory stays flat however
+        # large the dataset, and a cursor over `state` would meet documents again as their state
+        # changes under it. Raw documents, not FiftyOne objects: building a Detection object per
+        # stored box was most of triage's time.
+        ids = [doc["_id"] for doc in self._samples.find({STATE: {"$in": list(states)}}, {"_id": 1})]
         counts: dict[str, int] = {}
-        for state in states.values():
-            counts[state] = counts.get(state, 0) + 1
+        support_keys = list(DISAGREEMENT_SIGNALS.values())  # per-box view support, when fused
+        box_fields = ("_id", "label", "confidence", "bounding_box", *support_keys)
+        projection = {
+            PREDICTION_MODEL: 1, PREDICTION_RUN: 1, f"{LABELS}.detections": 1,
+            **{f"{PREDICTIONS}.detections.{f}": 1 for f in box_fields},
+        }
+        for start in range(0, len(ids), TRIAGE_CHUNK):
+            now = datetime.now(UTC).replace(tzinfo=None)
+            changes = {}
+            for doc in self._samples.find({"_id": {"$in": ids[start:start + TRIAGE_CHUNK]}},
+                                          projection):
+                boxes = (doc.get(PREDICTIONS) or {}).get("detections") or []
+                box_labels = [box["label"] for box in boxes]
+                scores = [box.get("confidence") for box in boxes]
+                support = {
+                    key: np.array([box[key] for box in boxes], dtype=np.float64)
+                    for key in support_keys
+                    if boxes and all(box.get(key) is not None for box in boxes)
+                }
+                outcome = triage_image(
+                    box_labels,
+                    np.array(scores, dtype=np.float64),
+                    np.array([box["bounding_box"] for box in boxes], dtype=np.float64).reshape(-1, 4),
+                    config,
+                    support,
+                )
+                proposed = [
+                    _detection_document(
+                        label=box["label"],
+                        bounding_box=box["bounding_box"],
+                        confidence=box.get("confidence"),
+                        provenance=Provenance.AUTO.value,
+                        route=route.value,
+                        prediction_id=str(box["_id"]),
+                        model=doc.get(PREDICTION_MODEL),
+                        run=doc.get(PREDICTION_RUN),
+                        **{key: box[key] for key in support},
+                    )
+                    for box, route in zip(boxes, outcome.routes, strict=True)
+                    if route != Route.REJECT
+                ]
+                working = merge_working_labels(doc.get(LABELS), proposed)
+                state = outcome.state.value
+                changes[doc["_id"]] = {
+                    LABELS: {"_cls": "Detections", "detections": working},
+                    STATE: state,
+                    PRIORITY: outcome.priority,
+                    **outcome.signals,
+                    "last_modified_at": now,
+                }
+                counts[state] = counts.get(state, 0) + 1
+            self._bulk_set(changes)
         return counts
 
     def apply_reviews(self, reviewer: str | None = None) -> dict[str, int]:
@@ -462,20 +483,60 @@ class ImageStore:
 
 
 def is_human_decided(box) -> bool:
-    """A working box a person has drawn, confirmed or tagged: never changed by the pipeline."""
-    return getattr(box, "provenance", None) == Provenance.HUMAN.value or bool(box.tags)
+    """A working box a person has drawn, confirmed or tagged: never changed by the pipeline.
+
+    ``box`` is an ``fo.Detection`` or its stored document (a dict), as ``apply_triage`` reads it.
+    """
+    return _box_field(box, "provenance") == Provenance.HUMAN.value or bool(_box_field(box, "tags"))
 
 
 def merge_working_labels(current, proposed: list) -> list:
     """The one place that enforces "human labels are never overwritten".
 
-    Keeps every box of ``current`` (an ``fo.Detections`` or None) that a human decided, and adds
-    the ``proposed`` automatic boxes except those standing for a prediction a kept box already
-    represents. Automatic boxes nobody touched are replaced.
+    Keeps every box of ``current`` (an ``fo.Detections``, its stored document, or None) that a
+    human decided, and adds the ``proposed`` automatic boxes except those standing for a
+    prediction a kept box already represents. Automatic boxes nobody touched are replaced.
+    Boxes are ``fo.Detection`` objects or their documents; kept boxes are returned as given.
     """
-    kept = [box for box in (current.detections if current else []) if is_human_decided(box)]
-    represented = {getattr(box, "prediction_id", None) for box in kept} - {None}
-    return kept + [box for box in proposed if box.prediction_id not in represented]
+    current_boxes = _box_field(current, "detections") if current is not None else None
+    kept = [box for box in current_boxes or [] if is_human_decided(box)]
+    represented = {_box_field(box, "prediction_id") for box in kept} - {None}
+    return kept + [box for box in proposed if _box_field(box, "prediction_id") not in represented]
+
+
+def _box_field(box, name: str):
+    # Labels come as FiftyOne objects (review, tests) or as raw documents (bulk triage).
+    return box.get(name) if isinstance(box, dict) else getattr(box, name, None)
+
+
+def detections_document(detections: Detections) -> dict:
+    """Our ``Detections`` as the document FiftyOne stores for ``fo.Detections`` (relative
+    [x, y, w, h] boxes); what ``to_fiftyone`` builds, without building the objects."""
+    boxes = detections.relative_xywh().tolist()
+    return {
+        "_cls": "Detections",
+        "detections": [
+            _detection_document(
+                label=str(detections.label[i]),
+                bounding_box=boxes[i],
+                confidence=float(detections.confidence[i]),
+                model_label=str(detections.model_label[i]),
+                **{key: float(values[i]) for key, values in detections.extras.items()},
+            )
+            for i in range(len(detections))
+        ],
+    }
+
+
+def _detection_document(**fields) -> dict:
+    # The stored form of fo.Detection(**fields) (tests/test_store.py checks it against
+    # FiftyOne's own); dynamic attributes sit beside the built-in ones, as FiftyOne stores them.
+    return {"_id": ObjectId(), "_cls": "Detection", "attributes": {}, "tags": [], **fields}
+
+
+def _sample_rand() -> float:
+    # What FiftyOne puts in a new sample's `_rand` (fiftyone.core.odm.sample._generate_rand).
+    return random.random() * 0.001 + 0.999
 
 
 def _import_fiftyone():

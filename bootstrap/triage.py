@@ -114,14 +114,16 @@ def class_confusion(
 
 def pairwise_iou(a_xywh: np.ndarray, b_xywh: np.ndarray) -> np.ndarray:
     """IoU matrix of two sets of [x, y, w, h] boxes (any consistent units)."""
-    import torch
-    from torchvision.ops import box_iou
-
-    def xyxy(boxes: np.ndarray) -> torch.Tensor:
-        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        return torch.from_numpy(np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], 1))
-
-    return box_iou(xyxy(a_xywh), xyxy(b_xywh)).numpy()
+    # numpy, not torchvision's box_iou: for one image's few boxes, torch's per-call overhead was
+    # half of triage's time, and a CLI without a model would pay seconds to import torch.
+    a = np.asarray(a_xywh, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b_xywh, dtype=np.float64).reshape(-1, 4)
+    low = np.maximum(a[:, None, :2], b[None, :, :2])
+    high = np.minimum(a[:, None, :2] + a[:, None, 2:], b[None, :, :2] + b[None, :, 2:])
+    inter = np.clip(high - low, 0.0, None).prod(axis=2)
+    union = a[:, 2:].prod(axis=1)[:, None] + b[:, 2:].prod(axis=1)[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / union, 0.0)
 
 
 def triage_image(

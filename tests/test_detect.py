@@ -42,3 +42,49 @@ def test_boxes_equal_plain_ultralytics(coco_images):
         assert np.allclose(mine.xyxy[order_a], theirs.boxes.xyxy.numpy()[order_b], atol=1.0)
         assert np.allclose(mine.confidence[order_a], theirs.boxes.conf.numpy()[order_b], atol=0.01)
         assert mine.image_wh == (theirs.orig_shape[1], theirs.orig_shape[0])
+
+
+class _FakeDetector:
+    """Two classes, no boxes: enough to see which backend was loaded."""
+
+    class_names = ("a", "b")
+
+    def __init__(self, config: DetectorConfig):
+        self.name = config.model
+
+    def predict(self, images):
+        from bootstrap.detections import Detections
+
+        return [Detections.empty((im.shape[1], im.shape[0])) for im in images]
+
+
+def test_registered_scheme_loads_its_backend(monkeypatch):
+    from bootstrap import detect
+
+    monkeypatch.setattr(detect, "_BACKENDS", {})
+    detect.register_detector("fake:", _FakeDetector)
+    detect.register_detector("fake:", _FakeDetector)  # the same factory again: a no-op
+    detector = load_detector(DetectorConfig(model="fake:registry-test"))
+    assert isinstance(detector, _FakeDetector) and detector.name == "fake:registry-test"
+    assert isinstance(detector, detect.Detector)
+    assert len(detector.predict([np.zeros((4, 6, 3), np.uint8)])) == 1
+    # Names outside the scheme still go to Ultralytics (and its clear error for a missing file).
+    with pytest.raises(DetectorError, match="no file 'models/other.pt'"):
+        load_detector(DetectorConfig(model="models/other.pt"))
+
+
+@pytest.mark.parametrize(
+    ("prefix", "message"),
+    [
+        ("fake", "must be a lowercase scheme like 'standin:'"),
+        ("Fake:", "must be a lowercase scheme"),
+        ("", "must be a lowercase scheme"),
+        ("taken:", "registered to another factory already"),
+    ],
+)
+def test_bad_detector_registrations_are_refused(monkeypatch, prefix, message):
+    from bootstrap import detect
+
+    monkeypatch.setattr(detect, "_BACKENDS", {"taken:": lambda config: None})
+    with pytest.raises(ValueError, match=message):
+        detect.register_detector(prefix, _FakeDetector)

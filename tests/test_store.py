@@ -96,3 +96,82 @@ def test_record_results_writes_predictions_and_failures(dataset_name):
 def test_open_existing_names_what_exists(dataset_name):
     with pytest.raises(StoreError, match=f"no dataset '{dataset_name}'"):
         ImageStore.open_existing(dataset_name)
+
+
+def _dets(n, image_wh=(100, 200)):
+    scores = np.linspace(0.1, 0.95, n).astype(np.float32)
+    return Detections(
+        xyxy=np.tile(np.array([[10, 20, 60, 70]], np.float32), (n, 1)) + np.arange(n)[:, None],
+        confidence=scores, class_id=np.zeros(n, np.int64),
+        model_label=np.array(["car"] * n, object), label=np.array(["car"] * n, object),
+        image_wh=image_wh,
+    )
+
+
+def test_raw_documents_are_what_fiftyone_writes(dataset_name):
+    from bootstrap.store import detections_document, to_fiftyone
+
+    dets = _dets(3)
+    ours = detections_document(dets)
+    theirs = to_fiftyone(dets).to_dict()
+    for box in ours["detections"] + theirs["detections"]:
+        box.pop("_id")
+    assert ours == theirs
+    # A sample inserted by add_pending has the fields FiftyOne's own add_sample gives one.
+    store = ImageStore(dataset_name)
+    store.add_pending([_new(1), _new(2)])
+    store.dataset.add_sample(store._fo.Sample(filepath="/data/by-fiftyone.jpg"))
+    docs = {d["filepath"]: d for d in store._samples.find()}
+    assert set(docs["/data/img2.jpg"]) >= set(docs["/data/by-fiftyone.jpg"]) - {"metadata"}
+    assert docs["/data/img1.jpg"]["_rand"] != docs["/data/img2.jpg"]["_rand"]
+    assert store.dataset.take(2, seed=1).count() == 2  # FiftyOne's sampling reads `_rand`
+
+
+def test_record_results_refreshes_samples_held_in_memory(dataset_name):
+    store = ImageStore(dataset_name)
+    store.add_pending([_new(1)])
+    (pending,) = store.pending_images(10)
+    held = store.dataset[pending.sample_id]
+    assert held.state == ImageState.PENDING
+    store.record_results([ImageResult(pending.sample_id, pending.uri, _dets(2))], "m", "r")
+    assert held.state == ImageState.PREDICTED and len(held.predictions.detections) == 2
+
+
+def test_triage_in_chunks_covers_every_image_and_keeps_human_boxes(dataset_name, monkeypatch):
+    import fiftyone as fo
+
+    from bootstrap import store as store_module
+    from bootstrap.config import TriageConfig
+
+    monkeypatch.setattr(store_module, "TRIAGE_CHUNK", 2)  # 5 images: three round trips
+    store = ImageStore(dataset_name)
+    store.add_pending([_new(i) for i in range(5)])
+    pending = store.pending_images(10)
+    store.record_results([ImageResult(p.sample_id, p.uri, _dets(i)) for i, p in enumerate(pending)],
+                         "m", "r")
+    first = store.apply_triage(TriageConfig())
+    # Scores per image: none; 0.1; 0.1 0.95; 0.1 0.53 0.95; 0.1 0.38 0.67 0.95.
+    assert first == {"empty": 2, "auto_accepted": 1, "needs_review": 2}
+    # A person draws a box on one image and confirms an automatic one: re-triage keeps both.
+    sample = store.dataset[pending[4].sample_id]
+    confirmed = sample.labels.detections[-1]
+    confirmed.provenance = "human"
+    sample.labels.detections.append(
+        fo.Detection(label="dog", bounding_box=[0.5, 0.5, 0.1, 0.1], provenance="human")
+    )
+    sample.save()
+    again = store.apply_triage(TriageConfig(accept=0.05, reject=0.01))
+    assert again == {"auto_accepted": 4, "empty": 1}
+    labels = store.dataset[pending[4].sample_id].labels.detections
+    human = [(b.label, b.id) for b in labels if b.provenance == "human"]
+    assert human == [(confirmed.label, confirmed.id), ("dog", labels[1].id)]
+    predictions = {b.prediction_id for b in labels if b.provenance == "auto"}
+    assert confirmed.prediction_id not in predictions and len(labels) == 2 + 3  # 2 human + 3 automatic
+
+
+def test_known_files_can_be_asked_for_some_paths(dataset_name):
+    store = ImageStore(dataset_name)
+    store.add_pending([_new(1), _new(2)])
+    assert store.known_files(["/data/img2.jpg", "/data/unknown.jpg"]) == {"/data/img2.jpg": (102, 1002)}
+    assert store.known_files(iter([])) == {}
+    assert set(store.known_files()) == {"/data/img1.jpg", "/data/img2.jpg"}

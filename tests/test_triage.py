@@ -98,3 +98,23 @@ def test_signals_can_be_switched_off():
     )
     assert set(outcome.signals.values()) == {0.0}
     assert outcome.state == TriageState.AUTO_ACCEPTED
+
+
+def test_pairwise_iou_matches_torchvision():
+    torch = pytest.importorskip("torch")
+    from torchvision.ops import box_iou
+
+    from bootstrap.triage import pairwise_iou
+
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(0, 1, (7, 4)), rng.uniform(0, 1, (5, 4))
+    b[0] = a[0]  # identical boxes: IoU 1
+    a[1, 2:] = 0  # a zero-area box: IoU 0, not NaN
+
+    def xyxy(boxes):
+        return torch.from_numpy(np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], 1))
+
+    expected = np.nan_to_num(box_iou(xyxy(a), xyxy(b)).numpy())
+    assert pairwise_iou(a, b) == pytest.approx(expected)
+    assert pairwise_iou(a, b)[0, 0] == pytest.approx(1.0) and not pairwise_iou(a, b)[1].any()
+    assert pairwise_iou(a[:0], b).shape == (0, 5)
