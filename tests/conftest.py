@@ -91,3 +91,17 @@ def post_prefect_filter(path: str, body: dict) -> list[dict]:
         response = client._client.post(path, json={"limit": 10, "offset": 0} | body)
         response.raise_for_status()
         return response.json()
+
+
+def confirm_queue_and_resume(store, flow_run_id, reviewer: str = "ana") -> int:
+    """Play the reviewer in the App on a paused run: confirm every queued image as it is
+    (sample tag ``reviewed``), then resume the run with the form's input. Returns how many
+    images were queued."""
+    from prefect.flow_runs import resume_flow_run
+
+    queued = store.dataset.load_saved_view("review-queue")
+    for sample in queued:
+        sample.tags.append("reviewed")
+        sample.save()
+    resume_flow_run(flow_run_id, run_input={"done": True, "reviewer": reviewer})
+    return len(queued)

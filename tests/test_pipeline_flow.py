@@ -8,7 +8,7 @@ import time
 import pytest
 
 from bootstrap.store import ImageStore
-from tests.conftest import needs_model, post_prefect_filter
+from tests.conftest import confirm_queue_and_resume, needs_model, post_prefect_filter
 
 HAS_EXPORT = importlib.util.find_spec("flows.export") is not None
 
@@ -31,7 +31,6 @@ def _paused_run_ids():
 @needs_model
 @pytest.mark.usefixtures("prefect_api")
 def test_bootstrap_flow_runs_through_the_review_pause(image_folder, dataset_name, tmp_path):
-    from prefect.flow_runs import resume_flow_run
 
     from flows.pipeline import bootstrap
 
@@ -57,12 +56,7 @@ def test_bootstrap_flow_runs_through_the_review_pause(image_folder, dataset_name
     store = ImageStore(dataset_name)
     assert store.status()["states"]["pending"] == 0  # annotate finished before the pause
 
-    queued = store.dataset.load_saved_view("review-queue")
-    assert len(queued) == 2
-    for sample in queued:
-        sample.tags.append("reviewed")
-        sample.save()
-    resume_flow_run(paused[0], run_input={"done": True, "reviewer": "ana"})
+    assert confirm_queue_and_resume(store, paused[0], reviewer="ana") == 2
     runner.join(timeout=180)
     assert not errors and outcome, errors
     result = outcome[0]

@@ -8,7 +8,7 @@ import pytest
 from bootstrap.annotate import run_annotation
 from bootstrap.config import config_from_flags
 from bootstrap.store import ImageStore
-from tests.conftest import needs_model, post_prefect_filter
+from tests.conftest import confirm_queue_and_resume, needs_model, post_prefect_filter
 
 pytestmark = [needs_model, pytest.mark.usefixtures("prefect_api")]
 
@@ -21,7 +21,6 @@ def _paused_run_ids():
 
 
 def test_review_flow_pauses_then_applies_on_resume(image_folder, dataset_name):
-    from prefect.flow_runs import resume_flow_run
 
     from flows.review import review
 
@@ -37,12 +36,7 @@ def test_review_flow_pauses_then_applies_on_resume(image_folder, dataset_name):
     assert runner.is_alive() and not outcome
 
     # The reviewer works in the App: confirm both queued images as they are.
-    queued = store.dataset.load_saved_view("review-queue")
-    assert len(queued) == 2
-    for sample in queued:
-        sample.tags.append("reviewed")
-        sample.save()
-    resume_flow_run(paused[0], run_input={"done": True, "reviewer": "ana"})
+    assert confirm_queue_and_resume(store, paused[0], reviewer="ana") == 2
     runner.join(timeout=120)
     assert outcome and outcome[0]["queued"] == 2
     assert outcome[0]["applied"]["images"] == 2
