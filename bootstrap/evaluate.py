@@ -21,7 +21,7 @@ import yaml
 
 from bootstrap.ontology import Ontology
 from bootstrap.review import CostModel, SimulationReport, build_review_queue, simulate_reviewer
-from bootstrap.store import GROUND_TRUTH, LABELS, ImageStore, Provenance
+from bootstrap.store import GROUND_TRUTH, LABELS, ImageStore, final_box_filter
 
 log = logging.getLogger(__name__)
 
@@ -156,20 +156,21 @@ def import_ground_truth(store: ImageStore, root: Path, ontology: Ontology) -> in
     return total
 
 
-def final_quality(store: ImageStore, iou: float = 0.5) -> tuple[float, float]:
-    """Precision and recall of the labels a dataset would ship now: every human-decided box,
-    and automatic boxes only where triage accepted them (unreviewed ``review`` boxes are not
-    final)."""
-    from fiftyone import ViewField as F
+def match_counts(view, field: str = LABELS, iou: float = 0.5) -> tuple[int, int, int]:
+    """``(tp, fp, fn)`` of ``field`` against ``ground_truth`` on ``view`` (FiftyOne's
+    ``evaluate_detections``, class-aware); the evaluation run is deleted afterwards."""
+    key = f"match_{uuid.uuid4().hex[:6]}"
+    view.evaluate_detections(field, gt_field=GROUND_TRUTH, eval_key=key, iou=iou, classwise=True)
+    try:
+        return tuple(sum(view.values(f"{key}_{k}")) for k in ("tp", "fp", "fn"))
+    finally:
+        view._dataset.delete_evaluation(key)
 
-    final = (F("provenance") == Provenance.HUMAN.value) | (F("route") == "accept")
-    view = store.dataset.filter_labels(LABELS, final, only_matches=False)
-    results = view.evaluate_detections(
-        LABELS, gt_field=GROUND_TRUTH, eval_key="final", iou=iou, classwise=True
-    )
-    tp, fp, fn = (sum(view.values(f"final_{k}")) for k in ("tp", "fp", "fn"))
-    store.dataset.delete_evaluation("final")
-    del results
+
+def final_quality(store: ImageStore, iou: float = 0.5) -> tuple[float, float]:
+    """Precision and recall of the labels a dataset would ship now (``final_box_filter``)."""
+    view = store.dataset.filter_labels(LABELS, final_box_filter(), only_matches=False)
+    tp, fp, fn = match_counts(view, LABELS, iou)
     precision = tp / (tp + fp) if tp + fp else 1.0
     recall = tp / (tp + fn) if tp + fn else 1.0
     return precision, recall

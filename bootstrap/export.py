@@ -28,16 +28,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bootstrap.config import PipelineConfig
+from bootstrap.evaluate import match_counts
 from bootstrap.store import (
     CONTENT_HASH,
     GROUND_TRUTH,
     LABELS,
     PREDICTION_MODEL,
-    REJECT_TAG,
     STATE,
     ImageState,
     ImageStore,
     Provenance,
+    final_box_filter,
 )
 
 log = logging.getLogger(__name__)
@@ -117,11 +118,8 @@ def final_labels_view(store: ImageStore, include: tuple[str, ...] = DEFAULT_INCL
     """Images in the ``include`` states with only their final boxes in ``labels``."""
     from fiftyone import ViewField as F
 
-    final = (
-        (F("provenance") == Provenance.HUMAN.value) | (F("route") == "accept")
-    ) & ~F("tags").contains(REJECT_TAG)
     return store.dataset.match(F(STATE).is_in(list(include))).filter_labels(
-        LABELS, final, only_matches=False
+        LABELS, final_box_filter(), only_matches=False
     )
 
 
@@ -274,12 +272,7 @@ def estimated_auto_precision(view) -> dict | None:
     auto = with_truth.filter_labels(
         LABELS, F("provenance") == Provenance.AUTO.value, only_matches=False
     )
-    key = f"export_{uuid.uuid4().hex[:6]}"
-    auto.evaluate_detections(LABELS, gt_field=GROUND_TRUTH, eval_key=key, iou=0.5, classwise=True)
-    try:
-        tp, fp = sum(auto.values(f"{key}_tp")), sum(auto.values(f"{key}_fp"))
-    finally:
-        view._dataset.delete_evaluation(key)
+    tp, fp, _ = match_counts(auto, LABELS, iou=0.5)
     return {
         "precision": round(tp / (tp + fp), 4) if tp + fp else None,
         "boxes": tp + fp,

@@ -504,6 +504,17 @@ def merge_working_labels(current, proposed: list) -> list:
     return kept + [box for box in proposed if _box_field(box, "prediction_id") not in represented]
 
 
+def final_box_filter():
+    """FiftyOne filter for the working boxes a dataset would ship now: every box a person
+    decided, and automatic boxes triage accepted (unreviewed ``review`` boxes are not final);
+    never a box tagged ``reject``. Used by export and by quality measurements alike."""
+    from fiftyone import ViewField as F
+
+    return (
+        (F("provenance") == Provenance.HUMAN.value) | (F("route") == Route.ACCEPT.value)
+    ) & ~F("tags").contains(REJECT_TAG)
+
+
 def _box_field(box, name: str):
     # Labels come as FiftyOne objects (review, tests) or as raw documents (bulk triage).
     return box.get(name) if isinstance(box, dict) else getattr(box, name, None)
