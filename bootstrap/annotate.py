@@ -158,13 +158,6 @@ def detect_images(
                     yield ImageResult(image.sample_id, image.uri, None, failure=outcome)
 
 
-def annotate_pending(
-    config: PipelineConfig, store: ImageStore, run_id: str, limit: int
-) -> BatchReport:
-    """Run the detector over up to ``limit`` pending images and store the outcomes."""
-    return _annotate(config, store, run_id, store.pending_images(limit))
-
-
 def plan_chunks(
     store: ImageStore, chunk_size: int, max_chunks: int | None = None
 ) -> list[list[str]]:
@@ -175,7 +168,7 @@ def plan_chunks(
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
-    ids = [image.sample_id for image in store.list_pending()]
+    ids = store.pending_ids()
     chunks = [ids[i : i + chunk_size] for i in range(0, len(ids), chunk_size)]
     return chunks if max_chunks is None else chunks[:max_chunks]
 
@@ -185,13 +178,8 @@ def annotate_images(
 ) -> BatchReport:
     """Run the detector over the images ``sample_ids`` (one planned chunk) and store the
     outcomes; images no longer pending (done by another run meanwhile) are skipped."""
-    return _annotate(config, store, run_id, store.list_pending(sample_ids))
-
-
-def _annotate(
-    config: PipelineConfig, store: ImageStore, run_id: str, pending: Sequence[PendingImage]
-) -> BatchReport:
     started = time.perf_counter()
+    pending = store.list_pending(sample_ids)
     # Cached per process (load_detector): a Dask worker loads the model for its first chunk only.
     detector = load_detector(config.detector)
     ontology = Ontology(config.ontology, detector.class_names)
@@ -247,7 +235,8 @@ def run_annotation(
     chunk_size: int | None = None,
     max_chunks: int | None = None,
 ) -> AnnotationSummary:
-    """Pre-annotate everything new in ``config.sources`` without Prefect.
+    """Pre-annotate everything new in ``config.sources`` without Prefect: the same steps as
+    the ``annotate`` flow, chunks one after another.
 
     ``max_chunks`` stops early (the rest stays pending), which is how an interrupted run is
     reproduced in tests.
@@ -256,13 +245,8 @@ def run_annotation(
     run_id = run_id or uuid.uuid4().hex
     store = check_setup(config)
     discovery = register_new_images(config, store)
-    batches = []
-    chunk = chunk_size or default_chunk_size(config)
-    for _ in itertools.count() if max_chunks is None else range(max_chunks):
-        report = annotate_pending(config, store, run_id, chunk)
-        if report.images == 0:
-            break
-        batches.append(report)
+    chunks = plan_chunks(store, chunk_size or default_chunk_size(config), max_chunks)
+    batches = [annotate_images(config, store, run_id, chunk) for chunk in chunks]
     routed = store.apply_triage(config.triage, states=("predicted",))
     return summarise(config, run_id, discovery, batches, time.perf_counter() - started, routed)
 

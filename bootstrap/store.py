@@ -265,21 +265,18 @@ class ImageStore:
 
     # -- detection side --------------------------------------------------------------------
 
-    def pending_images(self, limit: int) -> list[PendingImage]:
-        """Up to ``limit`` images waiting for the detector, oldest first."""
+    def pending_ids(self) -> list[str]:
+        """The ids of every image waiting for the detector, oldest first (ids only, from the
+        ``state`` index: compact on any dataset size)."""
+        cursor = self._samples.find({STATE: ImageState.PENDING.value}, {"_id": 1}).sort("_id", 1)
+        return [str(doc["_id"]) for doc in cursor]
+
+    def list_pending(self, sample_ids: Sequence[str]) -> list[PendingImage]:
+        """The images of ``sample_ids`` (a chunk planned earlier) still waiting for the
+        detector, in that order: another run may have done some of them since."""
         from fiftyone import ViewField as F
 
-        view = self.dataset.match(F(STATE) == ImageState.PENDING.value).limit(limit)
-        ids, paths = view.values(["id", "filepath"])
-        return [PendingImage(i, p) for i, p in zip(ids, paths, strict=True)]
-
-    def list_pending(self, sample_ids: Sequence[str] | None = None) -> list[PendingImage]:
-        """Every image still waiting for the detector, oldest first; with ``sample_ids``,
-        only those of them still pending, in that order (a chunk planned earlier, of which
-        another run may have done some since)."""
-        from fiftyone import ViewField as F
-
-        view = self.dataset if sample_ids is None else self.dataset.select(sample_ids, ordered=True)
+        view = self.dataset.select(list(sample_ids), ordered=True)
         ids, paths = view.match(F(STATE) == ImageState.PENDING.value).values(["id", "filepath"])
         return [PendingImage(i, p) for i, p in zip(ids, paths, strict=True)]
 

@@ -150,7 +150,7 @@ def run_size(corpus: Path, size: int, batch_size: int, profile: Path | None) -> 
     _timed(timers, ImageStore, "record_results", lambda args, _: len(args[0]))
     _timed(timers, ImageStore, "apply_triage", lambda args, counts: sum(counts.values()))
     _timed(timers, ImageStore, "known_files", lambda args, known: len(known))
-    _timed(timers, ImageStore, "pending_images", lambda args, pending: len(pending))
+    _timed(timers, ImageStore, "list_pending", lambda args, pending: len(pending))
     dataset = f"bench-scale-{size}-{uuid.uuid4().hex[:6]}"
     config = validate_config({
         "dataset": dataset,

@@ -64,7 +64,7 @@ def test_concurrent_inserts_never_duplicate(dataset_name):
 def test_record_results_writes_predictions_and_failures(dataset_name):
     store = ImageStore(dataset_name)
     store.add_pending([_new(1), _new(2)])
-    pending = store.pending_images(10)
+    pending = store.list_pending(store.pending_ids())
     ok, bad = pending
     dets = Detections(
         xyxy=np.array([[10, 20, 60, 70]], np.float32), confidence=np.array([0.8], np.float32),
@@ -90,7 +90,7 @@ def test_record_results_writes_predictions_and_failures(dataset_name):
     assert store.failures() == [(bad.uri, "truncated")]
     status = store.status()
     assert status["samples"] == 2 and status["failed"] == 1 and status["predictions"] == 1
-    assert status["states"]["predicted"] == 1 and store.pending_images(10) == []
+    assert status["states"]["predicted"] == 1 and store.pending_ids() == []
 
 
 def test_open_existing_names_what_exists(dataset_name):
@@ -130,7 +130,7 @@ def test_raw_documents_are_what_fiftyone_writes(dataset_name):
 def test_record_results_refreshes_samples_held_in_memory(dataset_name):
     store = ImageStore(dataset_name)
     store.add_pending([_new(1)])
-    (pending,) = store.pending_images(10)
+    (pending,) = store.list_pending(store.pending_ids())
     held = store.dataset[pending.sample_id]
     assert held.state == ImageState.PENDING
     store.record_results([ImageResult(pending.sample_id, pending.uri, _dets(2))], "m", "r")
@@ -146,7 +146,7 @@ def test_triage_in_chunks_covers_every_image_and_keeps_human_boxes(dataset_name,
     monkeypatch.setattr(store_module, "TRIAGE_CHUNK", 2)  # 5 images: three round trips
     store = ImageStore(dataset_name)
     store.add_pending([_new(i) for i in range(5)])
-    pending = store.pending_images(10)
+    pending = store.list_pending(store.pending_ids())
     store.record_results([ImageResult(p.sample_id, p.uri, _dets(i)) for i, p in enumerate(pending)],
                          "m", "r")
     first = store.apply_triage(TriageConfig())
