@@ -25,7 +25,15 @@ from bootstrap.decode import DecodedImage, ImageDecodeError, decode_image
 from bootstrap.detect import Detector, load_detector
 from bootstrap.ontology import Ontology
 from bootstrap.sources import content_hash, iter_image_files
-from bootstrap.store import ImageResult, ImageStore, NewImage, PendingImage
+from bootstrap.store import (
+    LABELS,
+    STATE,
+    ImageResult,
+    ImageState,
+    ImageStore,
+    NewImage,
+    PendingImage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +257,16 @@ def run_annotation(
     batches = [annotate_images(config, store, run_id, chunk) for chunk in chunks]
     routed = store.apply_triage(config.triage, states=("predicted",))
     return summarise(config, run_id, discovery, batches, time.perf_counter() - started, routed)
+
+
+def dataset_totals_markdown(store: ImageStore) -> str:
+    """Markdown rows for the whole dataset (not just this run): working boxes by route and the
+    images waiting for review."""
+    routes = store.dataset.count_values(f"{LABELS}.detections.route")
+    waiting = store.dataset.count_values(STATE).get(ImageState.NEEDS_REVIEW.value, 0)
+    rows = [(f"working boxes routed `{route}`", n) for route, n in sorted(routes.items()) if route]
+    rows.append(("images waiting for review (`needs_review`)", waiting))
+    return "\n".join(["| dataset now | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows])
 
 
 def default_chunk_size(config: PipelineConfig) -> int:

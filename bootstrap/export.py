@@ -298,5 +298,18 @@ def _replace_dir(partial: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def manifest_markdown(manifest: dict, out_dir: str | Path) -> str:
+    """The manifest as markdown: images, backgrounds and boxes by provenance per split."""
+    rows = [
+        f"| {name} | {c['images']} | {c['background_images']} | {c['boxes_auto']} | {c['boxes_human']} |"
+        for name, c in manifest["splits"].items()
+    ]
+    return "\n".join([
+        f"# Export of `{manifest['dataset']}` ({manifest['format']}) to `{out_dir}`", "",
+        "| split | images | background | auto boxes | human boxes |", "|---|---|---|---|---|",
+        *rows, "", f"estimated auto precision: {manifest['estimated_auto_precision']}",
+    ]) + "\n"
+
+
 def load_manifest(out_dir: str | Path) -> dict:
     return json.loads((Path(out_dir) / MANIFEST).read_text())

@@ -24,7 +24,7 @@ from prefect.runtime import flow_run
 
 from bootstrap import annotate as steps
 from bootstrap.config import PipelineConfig, config_from_flags
-from bootstrap.store import LABELS, ImageState, ImageStore
+from bootstrap.store import ImageStore
 from flows import artifact_key
 from flows.runners import check_task_runner, dask_task_runner
 
@@ -109,13 +109,7 @@ def triage_new_images(config: PipelineConfig) -> dict[str, int]:
 
 @task(cache_policy=NONE)
 def dataset_totals(config: PipelineConfig) -> str:
-    """Markdown rows for the whole dataset after this run: boxes by route, review queue."""
-    store = ImageStore(config.dataset)
-    routes = store.dataset.count_values(f"{LABELS}.detections.route")
-    waiting = store.dataset.count_values("state").get(ImageState.NEEDS_REVIEW.value, 0)
-    rows = [(f"working boxes routed `{route}`", n) for route, n in sorted(routes.items()) if route]
-    rows.append(("images waiting for review (`needs_review`)", waiting))
-    return "\n".join(["| dataset now | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows])
+    return steps.dataset_totals_markdown(ImageStore(config.dataset))
 
 
 @task(cache_policy=NONE)

@@ -25,11 +25,6 @@ from flows import artifact_key
 
 
 @task(cache_policy=NONE)
-def load_pipeline_config(dataset: str, config_path: str | None) -> PipelineConfig:
-    return config_from_flags(config_path, dataset=dataset)
-
-
-@task(cache_policy=NONE)
 def import_truth(config: PipelineConfig, ground_truth: str) -> int:
     return import_ground_truth(ImageStore.open_existing(config.dataset), Path(ground_truth), Ontology(config.ontology))
 
@@ -73,7 +68,7 @@ def evaluate(
         simulate: add the review simulation's cost-vs-quality curve (one clone per budget).
         config_path: pipeline config (ontology, triage thresholds for the simulation).
     """
-    config = load_pipeline_config(dataset, config_path)
+    config = config_from_flags(config_path, dataset=dataset)
     import_truth(config, ground_truth)
     evaluation = evaluate_labels(dataset, field)
     curve = simulate_budgets(config, ground_truth) if simulate else None

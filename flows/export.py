@@ -8,14 +8,9 @@ from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
 from bootstrap.config import PipelineConfig, config_from_flags
-from bootstrap.export import export_dataset
+from bootstrap.export import export_dataset, manifest_markdown
 from bootstrap.store import ImageStore
 from flows import artifact_key
-
-
-@task(cache_policy=NONE)
-def load_pipeline_config(dataset: str, config_path: str | None) -> PipelineConfig:
-    return config_from_flags(config_path, dataset=dataset)
 
 
 @task(cache_policy=NONE, retries=1, retry_delay_seconds=5)
@@ -47,18 +42,10 @@ def export(
 
     Returns the manifest.
     """
-    config = load_pipeline_config(dataset, config_path)
+    config = config_from_flags(config_path, dataset=dataset)
     manifest = export_final_labels(config, out_dir, format, include, split, str(flow_run.get_id()))
-    rows = "\n".join(
-        f"| {name} | {c['images']} | {c['background_images']} | {c['boxes_auto']} | {c['boxes_human']} |"
-        for name, c in manifest["splits"].items()
-    )
     create_markdown_artifact(
-        markdown=(
-            f"# Export of `{dataset}` ({format}) to `{out_dir}`\n\n| split | images | background | "
-            f"auto boxes | human boxes |\n|---|---|---|---|---|\n{rows}\n\n"
-            f"estimated auto precision: {manifest['estimated_auto_precision']}\n"
-        ),
+        markdown=manifest_markdown(manifest, out_dir),
         key=artifact_key("export", dataset),
         description="Export manifest",
     )
