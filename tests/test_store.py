@@ -109,11 +109,23 @@ def _dets(n, image_wh=(100, 200)):
 
 
 def test_raw_documents_are_what_fiftyone_writes(dataset_name):
-    from bootstrap.store import detections_document, to_fiftyone
+    from dataclasses import replace
 
-    dets = _dets(3)
+    import fiftyone as fo
+
+    from bootstrap.store import detections_document
+
+    dets = replace(_dets(3), extras={"tta_support": np.array([1.0, 0.5, 0.5], np.float32)})
+    boxes = dets.relative_xywh()
+    theirs = fo.Detections(detections=[
+        fo.Detection(
+            label=str(dets.label[i]), bounding_box=[float(v) for v in boxes[i]],
+            confidence=float(dets.confidence[i]), model_label=str(dets.model_label[i]),
+            tta_support=float(dets.extras["tta_support"][i]),
+        )
+        for i in range(len(dets))
+    ]).to_dict()
     ours = detections_document(dets)
-    theirs = to_fiftyone(dets).to_dict()
     for box in ours["detections"] + theirs["detections"]:
         box.pop("_id")
     assert ours == theirs
