@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bootstrap.detections import Detections
+from bootstrap.triage import pairwise_iou
 
 if TYPE_CHECKING:
     from bootstrap.detect import Detector
@@ -56,6 +57,10 @@ def mirror(detections: Detections) -> Detections:
     )
 
 
+def _xywh(xyxy: np.ndarray) -> np.ndarray:
+    return np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+
+
 def fuse_views(
     views: Sequence[View], class_names: Sequence[str], iou_threshold: float = 0.55
 ) -> Detections:
@@ -71,9 +76,6 @@ def fuse_views(
         Fused boxes, best first, with ``tta_support`` (when the first model has more than one
         view) and ``model_support`` (when there are two families) extras.
     """
-    import torch
-    from torchvision.ops import box_iou
-
     if not views:
         raise ValueError("fuse_views needs at least one view")
     image_wh = views[0].detections.image_wh
@@ -94,8 +96,8 @@ def fuse_views(
         candidates = [c for c in by_label.get(label, []) if view_index not in clusters[c]["views"]]
         best = None
         if candidates:
-            fused = torch.from_numpy(np.stack([clusters[c]["xyxy"] for c in candidates]))
-            overlap = box_iou(torch.from_numpy(xyxy[None]), fused)[0].numpy()
+            fused = np.stack([clusters[c]["xyxy"] for c in candidates])
+            overlap = pairwise_iou(_xywh(xyxy[None]), _xywh(fused))[0]
             if overlap.max() >= iou_threshold:
                 best = candidates[int(overlap.argmax())]
         if best is None:
