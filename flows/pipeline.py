@@ -7,30 +7,11 @@ Prefect UI, with its own artifacts) and, when ``export_dir`` is given, the ``exp
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from prefect import flow
 
 from flows.annotate import annotate
+from flows.export import export
 from flows.review import review
-
-
-def export_flow() -> Callable[..., dict]:
-    """The ``export`` flow (``flows/export.py``), imported on use.
-
-    Raises:
-        RuntimeError: this checkout has no ``flows/export.py``.
-    """
-    try:
-        from flows.export import export
-    except ImportError as err:
-        if err.name not in ("flows.export", "flows"):
-            raise  # flows/export.py is there but one of its own imports failed: show that
-        raise RuntimeError(
-            "export_dir is set but this checkout has no export flow (flows/export.py); "
-            "leave export_dir empty or update the project"
-        ) from None
-    return export
 
 
 @flow(name="bootstrap", log_prints=True)
@@ -60,8 +41,6 @@ def bootstrap(
         export_format: yolo or coco.
         export_split: split fractions, e.g. train=0.8,val=0.2.
     """
-    # Fail before hours of work, not after the review, when the export cannot run.
-    export = export_flow() if export_dir else None
     annotated = annotate(
         sources=sources, dataset=dataset, config_path=config_path, model=model,
         task_runner=task_runner,
@@ -72,7 +51,7 @@ def bootstrap(
         timeout_hours=review_timeout_hours,
     )
     exported = None
-    if export is not None:
+    if export_dir:
         exported = export(
             dataset=name, out_dir=export_dir, format=export_format, split=export_split,
             config_path=config_path,

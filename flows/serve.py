@@ -3,7 +3,6 @@
 ``prefect.serve`` needs no work pool or worker and works offline against ``make server``;
 each flow run still executes in its own subprocess. The names, parameters and schedules come
 from ``prefect.yaml``, so the file stays the one place where deployments are declared.
-A deployment whose entrypoint module is missing from this checkout is skipped with a warning.
 """
 
 from __future__ import annotations
@@ -16,23 +15,18 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-log = logging.getLogger("bootstrap.serve")
 
 
 def load_deployments(path: Path = ROOT / "prefect.yaml") -> list:
-    """``RunnerDeployment`` objects for every deployment in ``path`` whose flow imports."""
+    """``RunnerDeployment`` objects for every deployment in ``path``."""
     from prefect.flows import load_flow_from_entrypoint
     from prefect.schedules import Cron
 
     declared = yaml.safe_load(path.read_text())["deployments"]
     deployments = []
     for spec in declared:
-        entrypoint = spec["entrypoint"]
-        module_file = ROOT / entrypoint.split(":")[0]
-        if not module_file.is_file():
-            log.warning("skipping deployment %s: no %s in this checkout", spec["name"], module_file)
-            continue
-        flow = load_flow_from_entrypoint(str(module_file) + ":" + entrypoint.split(":")[1])
+        # Entrypoints are relative to the repository root, wherever serve was started from.
+        flow = load_flow_from_entrypoint(str(ROOT / spec["entrypoint"]))
         schedules = [
             Cron(s["cron"], timezone=s.get("timezone"), active=s.get("active", True))
             for s in spec.get("schedules") or []

@@ -1,7 +1,5 @@
 """The end-to-end `bootstrap` flow: annotate -> triage -> queue -> pause -> apply (-> export)."""
 
-import importlib.util
-import sys
 import threading
 import time
 
@@ -9,16 +7,6 @@ import pytest
 
 from bootstrap.store import ImageStore
 from tests.conftest import confirm_queue_and_resume, needs_model, post_prefect_filter
-
-HAS_EXPORT = importlib.util.find_spec("flows.export") is not None
-
-
-def test_export_dir_without_an_export_flow_fails_with_a_clear_message(monkeypatch):
-    from flows.pipeline import export_flow
-
-    monkeypatch.setitem(sys.modules, "flows.export", None)  # as if flows/export.py were absent
-    with pytest.raises(RuntimeError, match="no export flow .flows/export.py."):
-        export_flow()
 
 
 def _paused_run_ids():
@@ -34,14 +22,14 @@ def test_bootstrap_flow_runs_through_the_review_pause(image_folder, dataset_name
 
     from flows.pipeline import bootstrap
 
-    export_dir = str(tmp_path / "export") if HAS_EXPORT else None
+    export_dir = tmp_path / "export"
     outcome, errors = [], []
 
     def run():
         try:
             outcome.append(bootstrap(
                 sources=[str(image_folder)], dataset=dataset_name, review_budget=2,
-                export_dir=export_dir,
+                export_dir=str(export_dir),
             ))
         except Exception as err:  # noqa: BLE001  (reported by the assertions below)
             errors.append(err)
@@ -64,7 +52,7 @@ def test_bootstrap_flow_runs_through_the_review_pause(image_folder, dataset_name
     assert result["annotate"]["annotated"] == 6
     assert result["review"]["queued"] == 2 and result["review"]["applied"]["images"] == 2
     assert store.status()["states"]["reviewed"] == 2
-    if HAS_EXPORT:
-        assert result["export"], "export_dir was set but nothing was exported"
-    else:
-        assert result["export"] is None
+    # The export holds the auto-accepted images and the two just reviewed.
+    states = store.status()["states"]
+    assert result["export"]["counts"]["images"] == states["auto_accepted"] + states["reviewed"]
+    assert (export_dir / "data.yaml").is_file()
