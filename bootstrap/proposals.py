@@ -44,6 +44,16 @@ class View:
 
     family: str  # BASE_FAMILY for the first model's views, SECOND_FAMILY for the second model
     detections: Detections
+    # Views of part of the image (tiles, bootstrap.tiles) report only boxes up to this size
+    # (relative width, height): a larger box is not held against them (neither in the fused
+    # score nor in the support). None: the whole image.
+    window: tuple[float, float] | None = None
+
+    def covers(self, xyxy: np.ndarray) -> bool:
+        if self.window is None:
+            return True
+        width, height = self.detections.image_wh
+        return (xyxy[2] - xyxy[0]) <= self.window[0] * width and (xyxy[3] - xyxy[1]) <= self.window[1] * height
 
 
 def mirror(detections: Detections) -> Detections:
@@ -110,11 +120,15 @@ def fuse_views(
         corners = np.stack([b for _, b in cluster["views"].values()])
         cluster["xyxy"] = (weights[:, None] * corners).sum(0) / max(weights.sum(), 1e-12)
 
-    clusters.sort(key=lambda c: -sum(s for s, _ in c["views"].values()))
+    for c in clusters:
+        # The views that could have found this box: all, unless some see only part of the image.
+        c["able"] = [v for v, view in enumerate(views) if v in c["views"] or view.covers(c["xyxy"])]
+    clusters.sort(key=lambda c: -sum(s for s, _ in c["views"].values()) / len(c["able"]))
     extras: dict[str, np.ndarray] = {}
     if base_views > 1:
         extras[TTA_SUPPORT] = np.array(
-            [sum(views[v].family == BASE_FAMILY for v in c["views"]) / base_views for c in clusters],
+            [sum(views[v].family == BASE_FAMILY for v in c["views"])
+             / sum(views[v].family == BASE_FAMILY for v in c["able"]) for c in clusters],
             dtype=np.float32,
         )
     if len(families) > 1:
@@ -126,7 +140,7 @@ def fuse_views(
     return Detections(
         xyxy=np.array([c["xyxy"] for c in clusters], dtype=np.float32).reshape(-1, 4),
         confidence=np.array(
-            [sum(s for s, _ in c["views"].values()) / len(views) for c in clusters],
+            [sum(s for s, _ in c["views"].values()) / len(c["able"]) for c in clusters],
             dtype=np.float32,
         ),
         class_id=np.array([index_of.get(c["label"], -1) for c in clusters], dtype=np.int64),
