@@ -112,14 +112,22 @@ def annotate(
 def status(
     dataset: Annotated[str, typer.Argument(help="Dataset name.")],
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+    config: ConfigOpt = None,
 ) -> None:
-    """Counts for a dataset: samples, failures, stored boxes, images per state."""
+    """Counts for a dataset: samples, failures, stored boxes, images per state, and the
+    stopping rule (estimated precision/recall of the export now)."""
+    from bootstrap.review_learning import quality_estimate
     from bootstrap.store import ImageStore, StoreError
 
     try:
-        report = ImageStore.open_existing(dataset).status()
+        store = ImageStore.open_existing(dataset)
+        report = store.status()
     except StoreError as error:
         _fail(str(error))
+    pipeline = _config_or_exit(config, dataset)
+    targets = (pipeline.review.target_precision, pipeline.review.target_recall)
+    estimate = quality_estimate(store, pipeline.triage)
+    report["quality_estimate"] = estimate.to_dict(targets)
     if as_json:
         print(json.dumps(report))
         return
@@ -130,6 +138,7 @@ def status(
     for state, count in report["states"].items():
         table.add_row(f"state: {state}", str(count))
     out.print(table)
+    out.print(estimate.markdown(targets).replace("**", ""), soft_wrap=True)
 
 
 @app.command("app")
@@ -169,9 +178,11 @@ def triage(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Re-route stored predictions with (new) thresholds: no inference, human boxes kept."""
+    from bootstrap.review_learning import effective_triage
+
     triage_config = _triage_config(config, dataset, accept, reject)
     store = _open_existing(dataset)
-    counts = store.apply_triage(triage_config)
+    counts = store.apply_triage(effective_triage(store, triage_config))
     if as_json:
         print(json.dumps(counts))
         return
@@ -189,6 +200,7 @@ def review(
     open_app: Annotated[bool, typer.Option("--open", help="Open the App on the queue.")] = False,
     reviewer: Annotated[str | None, typer.Option(help="Who reviewed (apply).")] = None,
     port: Annotated[int, typer.Option(help="App port on 127.0.0.1.")] = 5151,
+    config: ConfigOpt = None,
 ) -> None:
     """Build the ranked review queue (saved view `review-queue`), or apply what reviewers did.
 
@@ -196,18 +208,28 @@ def review(
     uploads it with our boxes as scored predictions; pull brings finished annotations back
     (then `review apply`).
     """
-    from bootstrap.review import build_review_queue
+    from bootstrap.review_learning import after_apply, queue_batch
 
     if len(args) == 2 and args[0] in ("push", "pull"):
         _label_studio(args[0], args[1], budget)
         return
     if len(args) == 2 and args[0] == "apply":
-        report = _open_existing(args[1]).apply_reviews(reviewer or os.environ.get("USER"))
+        store = _open_existing(args[1])
+        report = store.apply_reviews(reviewer or os.environ.get("USER"))
         out.print(
             f"applied {report['images']} reviewed images: {report['confirmed']} boxes confirmed, "
             f"{report['rejected']} rejected, {report['drawn']} drawn by hand",
             soft_wrap=True,
         )
+        followed = after_apply(store, _config_or_exit(config, args[1]), report, batch="cli")
+        if followed["learning"]:
+            entry = followed["learning"]
+            out.print(
+                f"thresholds learned from {entry['evidence_boxes']} reviewed boxes: "
+                f"{entry['classes_changed']} classes moved; re-triaged: {entry['routed']}",
+                soft_wrap=True,
+            )
+        out.print(followed["estimate_markdown"].replace("**", ""), soft_wrap=True)
         return
     if len(args) != 1:
         _fail(
@@ -216,7 +238,7 @@ def review(
             2,
         )
     store = _open_existing(args[0])
-    queue = build_review_queue(store, budget)
+    queue = queue_batch(store, _config_or_exit(config, args[0]), budget)
     out.print(
         f"{len(queue.sample_ids)} of {queue.waiting} images waiting for review are queued in "
         f"the saved view '{queue.view_name}', highest priority first.",
@@ -246,6 +268,19 @@ def simulate_review(
     signals: Annotated[
         bool, typer.Option("--signals/--no-signals", help="Doubt signals on (config) or off.")
     ] = True,
+    folds: Annotated[int | None, typer.Option(
+        help="Held-out: split the images into K folds by content hash; fit thresholds on K-1 "
+             "(--fit), measure the whole review loop on the fold left out.")] = None,
+    loop: Annotated[bool, typer.Option(
+        "--loop", help="Simulate the whole loop (batches, learning, stopping rule) on all images.")] = False,
+    batch: Annotated[int | None, typer.Option(help="Loop: images per review batch.")] = None,
+    learn: Annotated[bool, typer.Option(
+        "--learn/--no-learn", help="Loop: recalibrate thresholds from reviewed images after each batch.")] = True,
+    stop: Annotated[bool, typer.Option(
+        "--stop/--no-stop", help="Loop: stop when the stopping rule says the targets are met.")] = False,
+    audit: Annotated[float, typer.Option(help="Loop: share of not-queued images audited at random.")] = 0.0,
+    fit: Annotated[str, typer.Option(
+        help="Folds: thresholds from the training folds: 'config' (as configured) or 'calibrate'.")] = "config",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Play the reviewer from ground truth; report human time and the resulting quality."""
@@ -259,6 +294,25 @@ def simulate_review(
     from bootstrap.review import CostModel
 
     store = _open_existing(dataset)
+    if folds is not None or loop:
+        from bootstrap.holdout import simulate_store
+
+        result = simulate_store(
+            store, ground_truth, triage_config, folds=folds, batch=batch, learn=learn, stop=stop,
+            audit=audit, fit=fit, ontology_config=_config_or_exit(config, dataset).ontology,
+            cost=CostModel(open_image=cost_image, verify_box=cost_verify, draw_box=cost_draw),
+        )
+        if as_json:
+            print(json.dumps(result))
+            return
+        table = Table(title=f"simulated review loop of {dataset}")
+        for column in ("fold", "images", "opened", "shown", "drawn", "human time", "precision", "recall"):
+            table.add_column(column)
+        for name, row in [*((str(i), f) for i, f in enumerate(result["folds"])), ("all", result["pooled"])]:
+            table.add_row(name, *(str(row[k]) for k in ("images", "opened", "shown", "drawn")),
+                          f"{100 * row['cost_fraction']:.1f}%", f"{row['precision']:.3f}", f"{row['recall']:.3f}")
+        out.print(table)
+        return
     report = run_simulation(
         store, ground_truth, triage_config, budget,
         CostModel(open_image=cost_image, verify_box=cost_verify, draw_box=cost_draw),

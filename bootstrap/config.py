@@ -151,6 +151,9 @@ class TriageConfig(_Strict):
     likely_misses_at: float | None = Field(1.0, gt=0.0)
     # Boxes (fractionally) not found by every view, when proposals are fused from several.
     disagreement_at: float | None = Field(1.0, gt=0.0)
+    # An image goes to review only when its priority (expected corrections) reaches this;
+    # below it, its accepted boxes are exported unreviewed and its review boxes dropped (null: off).
+    review_at: float | None = Field(None, ge=0.0)
 
     @model_validator(mode="after")
     def _reject_below_accept(self) -> TriageConfig:
@@ -164,6 +167,21 @@ class TriageConfig(_Strict):
         return self
 
 
+class ReviewConfig(_Strict):
+    """What the review loop learns and when it may stop (bootstrap.review_learning)."""
+
+    # Recalibrate per-class thresholds from the reviewed images after each applied batch.
+    learn: bool = True
+    # How many boxes of evidence the config's thresholds are worth when shrinking towards them.
+    prior_boxes: float = Field(40.0, gt=0.0)
+    # Share of the images triage does not send to review that are audited at random (at least
+    # 2 images): the unbiased evidence of the stopping rule. 0 switches the audit off.
+    audit: float = Field(0.1, ge=0.0, le=1.0)
+    # Targets of the exported labels the stopping rule checks.
+    target_precision: float = Field(0.97, gt=0.0, le=1.0)
+    target_recall: float = Field(0.95, gt=0.0, le=1.0)
+
+
 class PipelineConfig(_Strict):
     """Everything one dataset's pipeline needs."""
 
@@ -172,6 +190,7 @@ class PipelineConfig(_Strict):
     detector: DetectorConfig = DetectorConfig()
     ontology: OntologyConfig | None = None
     triage: TriageConfig = TriageConfig()
+    review: ReviewConfig = ReviewConfig()
 
     @field_validator("dataset")
     @classmethod

@@ -254,9 +254,20 @@ def _manifest(store, view, by_split, format, states, fractions, classes, config,
         "counts": dict(totals),
         "splits": splits,
         "estimated_auto_precision": estimated_auto_precision(view),
+        "quality_estimate": _quality_estimate(store, config),
         "flow_run": flow_run,
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def _quality_estimate(store, config) -> dict:
+    """The stopping rule's estimate of the export's precision/recall (bootstrap.stopping)."""
+    from bootstrap.config import PipelineConfig
+    from bootstrap.review_learning import quality_estimate
+
+    config = config if config is not None else PipelineConfig(dataset=store.name)
+    targets = (config.review.target_precision, config.review.target_recall)
+    return quality_estimate(store, config.triage).to_dict(targets)
 
 
 def estimated_auto_precision(view) -> dict | None:

@@ -280,7 +280,13 @@ def _triage(item: Proposed, config: TriageConfig):
     boxes = item.proposals
     wh = np.array(boxes.image_wh * 2, dtype=np.float64)
     xywh = _xywh(boxes.xyxy) / wh if len(boxes) else np.zeros((0, 4))
-    return triage_image(list(boxes.label), boxes.confidence, xywh, config, boxes.extras)
+    outcome = triage_image(list(boxes.label), boxes.confidence, xywh, config, boxes.extras)
+    review_at = getattr(config, "review_at", None)
+    if review_at is not None and outcome.state == TriageState.NEEDS_REVIEW and outcome.priority < review_at:
+        kept = any(r == Route.ACCEPT for r in outcome.routes)
+        state = TriageState.AUTO_ACCEPTED if kept else TriageState.EMPTY
+        outcome = replace(outcome, state=state)
+    return outcome
 
 
 def _expected_seconds(outcome, cost: CostModel) -> float:
@@ -429,3 +435,98 @@ def in_sample(cases: Sequence[ImageCase], policy: Policy, cost: CostModel = Cost
 
 def with_policy(policy: Policy, **changes) -> Policy:
     return replace(policy, **changes)
+
+
+def cases_from_store(store, ground_truth: str | Path, ontology=None) -> list[ImageCase]:
+    """Cases from a dataset's stored predictions (one view named ``stored``: the proposals as
+    annotate fused them, with their support) and ground truth (YOLO folder or COCO json, classes
+    through ``ontology``), for ``simulate-review --folds`` on any dataset."""
+    from fiftyone import ViewField as F
+
+    from bootstrap.evaluate import load_ground_truth
+    from bootstrap.ontology import Ontology
+    from bootstrap.store import CONTENT_HASH, PREDICTIONS, STATE, ImageState
+    from bootstrap.triage import DISAGREEMENT_SIGNALS
+
+    ontology = ontology or Ontology(None)
+    truth = load_ground_truth(Path(ground_truth))
+    view = store.dataset.match(~F(STATE).is_in([ImageState.PENDING.value, ImageState.FAILED.value]))
+    keys, paths, widths, heights, stored = view.values(
+        [CONTENT_HASH, "filepath", "metadata.width", "metadata.height", f"{PREDICTIONS}.detections"]
+    )
+    cases = []
+    for key, path, width, height, boxes in zip(keys, paths, widths, heights, stored, strict=True):
+        boxes = boxes or []
+        wh = (int(width), int(height))
+        scale = np.array(wh * 2, dtype=np.float64)
+        rel = np.array([b.bounding_box for b in boxes], dtype=np.float64).reshape(-1, 4)
+        labels = np.array([b.label for b in boxes], dtype=object)
+        extras = {
+            k: np.array([b[k] for b in boxes], dtype=np.float32)
+            for k in DISAGREEMENT_SIGNALS.values()
+            if boxes and all(b.get_field(k) is not None if b.has_field(k) else False for b in boxes)
+        }
+        detections = Detections(
+            (np.concatenate([rel[:, :2], rel[:, :2] + rel[:, 2:]], axis=1) * scale).astype(np.float32),
+            np.array([b.confidence or 0.0 for b in boxes], dtype=np.float32),
+            np.full(len(boxes), -1, dtype=np.int64), labels, labels.copy(), wh, extras,
+        )
+        gt = [(name, b.xywh) for b in truth.get(Path(path).stem, [])
+              if (name := ontology.dataset_class(b.label)) is not None]
+        xywh = np.array([b for _, b in gt], dtype=np.float64).reshape(-1, 4)
+        xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1) * scale
+        cases.append(ImageCase(
+            key, Path(path).stem, wh, np.array([n for n, _ in gt], dtype=object), xyxy,
+            {STORED_VIEW: detections},
+        ))
+    return cases
+
+
+#: The view name of a dataset's stored (already fused) predictions.
+STORED_VIEW = "stored"
+
+
+def fit_calibrated(target_precision: float = 0.95, min_boxes: int = 20, base: TriageConfig = TriageConfig()) -> ThresholdFit:
+    """A ``Policy.fit``: per-class thresholds calibrated on the training folds' ground truth
+    (``bootstrap.calibrate``), the defaults for classes with too little evidence."""
+    from bootstrap.calibrate import calibrate, calibrated_triage
+    from bootstrap.evaluate import BoxOutcome
+
+    def fit(train: Sequence[Proposed]) -> TriageConfig:
+        outcomes = [
+            BoxOutcome(item.case.key, str(label), float(score), bool(hit))
+            for item in train
+            for label, score, hit in zip(item.proposals.label, item.proposals.confidence,
+                                         item.true_positive, strict=True)
+        ]
+        return calibrated_triage(base, calibrate(outcomes, target_precision, base, min_boxes))
+
+    return fit
+
+
+def simulate_store(
+    store, ground_truth, triage: TriageConfig, folds: int | None = None, batch: int | None = None,
+    learn: bool = True, stop: bool = False, audit: float = 0.0, fit: str = "config",
+    ontology_config=None, cost: CostModel = CostModel(),
+) -> dict:
+    """``simulate-review --folds/--loop``: the review loop on a dataset's stored predictions
+    (``cases_from_store``), per fold (thresholds fitted on the other folds) or on all images.
+
+    Raises:
+        ValueError: an unknown ``fit``.
+    """
+    from bootstrap.ontology import Ontology
+
+    if fit not in ("config", "calibrate"):
+        raise ValueError(f"fit must be 'config' or 'calibrate', got {fit!r}")
+    cases = cases_from_store(store, ground_truth, Ontology(ontology_config))
+    policy = Policy(
+        "stored", (STORED_VIEW,), triage=triage, batch=batch, learn=learn, stop=stop, audit=audit,
+        fit=fit_calibrated(base=triage) if fit == "calibrate" else None,
+    )
+    if folds is None:
+        items = [propose(c, policy) for c in cases]
+        fitted = policy.fit(items) if policy.fit else triage
+        result = simulate_loop(items, policy, fitted, cost)
+        return {"policy": policy.name, "folds": [result.to_dict()], "pooled": result.to_dict()}
+    return cross_validate(cases, policy, folds, cost=cost).to_dict()

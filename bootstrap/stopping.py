@@ -129,6 +129,6 @@ def estimate_quality(records: Sequence[ImageRecord], seed: int = 0) -> QualityEs
     draws = np.array(draws)
     # Reviewed images are exact; the bootstrap draws vary only what is estimated.
     return QualityEstimate(
-        precision, recall, float(min(precision, np.quantile(draws[:, 0], 0.05))),
+        float(precision), float(recall), float(min(precision, np.quantile(draws[:, 0], 0.05))),
         float(min(recall, np.quantile(draws[:, 1], 0.05))), **common,
     )

@@ -88,7 +88,7 @@ def load_view(path: str | Path) -> CachedView:
         counts = data["counts"]
         ends = np.cumsum(counts)
         detections = []
-        for i, (wh, end, count) in enumerate(zip(data["image_wh"], ends, counts, strict=True)):
+        for wh, end, count in zip(data["image_wh"], ends, counts, strict=True):
             part = slice(end - count, end)
             labels = data["model_label"][part].astype(object)
             detections.append(Detections(

@@ -13,10 +13,9 @@ import argparse
 import re
 from pathlib import Path
 
-from bootstrap.config import DetectorConfig
+from bootstrap.config import DetectorConfig, SourceConfig
 from bootstrap.detect import load_detector
 from bootstrap.sources import iter_image_files
-from bootstrap.config import SourceConfig
 from bootstrap.tiles import TiledDetector
 from bootstrap.viewcache import run_view, save_view
 
