@@ -72,7 +72,9 @@ class DetectorConfig(_Strict):
     nms_iou: float = Field(0.7, gt=0.0, le=1.0)
     # Better proposals (bootstrap.proposals): more views of each image, their boxes fused.
     # Each view is one more inference pass per image.
-    tta: tuple[Literal["hflip", "upscale"], ...] = ()
+    # hflip: the mirrored image; upscale: 1.25x the size; large: 2x the size; tiles: 2x2
+    # overlapping windows at the model's size (four passes). Views apply to each model.
+    tta: tuple[Literal["hflip", "upscale", "large", "tiles"], ...] = ()
     second_model: str | None = None
     fusion_iou: float = Field(0.55, gt=0.0, le=1.0)
 
@@ -80,6 +82,11 @@ class DetectorConfig(_Strict):
     def upscaled_size(self) -> int:
         """The ``upscale`` view's inference size: 1.25x, on the model's 32-pixel stride."""
         return round(self.image_size * 1.25 / 32) * 32
+
+    @property
+    def large_size(self) -> int:
+        """The ``large`` view's inference size: twice the model's."""
+        return self.image_size * 2
 
     def single_view(self, **changes: Any) -> DetectorConfig:
         """This config as one plain model run (no extra views), with ``changes`` applied."""
@@ -140,6 +147,20 @@ class ClassThresholds(_Strict):
     reject: float | None = Field(None, ge=0.0, le=1.0)
 
 
+class ScoreModel(_Strict):
+    """Weights of the logistic model that turns a stored box into the probability that it is
+    right (``bootstrap.triage.box_scores``): features are the logit of its confidence, the log
+    of its relative area, their product and the views' support. Fitted on labelled images
+    (``bootstrap.learning.fit_score_model``); thresholds then apply to that probability."""
+
+    bias: float = 0.0
+    logit: float = 1.0
+    log_area: float = 0.0
+    logit_x_log_area: float = 0.0
+    model_support: float = 0.0
+    tta_support: float = 0.0
+
+
 class TriageConfig(_Strict):
     """Per-box routing thresholds: accept >= ``accept``, reject < ``reject``, review between."""
 
@@ -154,6 +175,8 @@ class TriageConfig(_Strict):
     # An image goes to review only when its priority (expected corrections) reaches this;
     # below it, its accepted boxes are exported unreviewed and its review boxes dropped (null: off).
     review_at: float | None = Field(None, ge=0.0)
+    # Routes and priorities use this model's probability instead of the raw confidence (null: raw).
+    score_model: ScoreModel | None = None
 
     @model_validator(mode="after")
     def _reject_below_accept(self) -> TriageConfig:
@@ -173,10 +196,10 @@ class ReviewConfig(_Strict):
     # Recalibrate per-class thresholds from the reviewed images after each applied batch.
     learn: bool = True
     # How many boxes of evidence the config's thresholds are worth when shrinking towards them.
-    prior_boxes: float = Field(40.0, gt=0.0)
+    prior_boxes: float = Field(150.0, gt=0.0)
     # Share of the images triage does not send to review that are audited at random (at least
     # 2 images): the unbiased evidence of the stopping rule. 0 switches the audit off.
-    audit: float = Field(0.1, ge=0.0, le=1.0)
+    audit: float = Field(0.05, ge=0.0, le=1.0)
     # Targets of the exported labels the stopping rule checks.
     target_precision: float = Field(0.97, gt=0.0, le=1.0)
     target_recall: float = Field(0.95, gt=0.0, le=1.0)

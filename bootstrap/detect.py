@@ -144,21 +144,9 @@ def load_detector(config: DetectorConfig) -> Detector:
     (``detector.tta``, ``detector.second_model``; see ``bootstrap.proposals``), a registered
     backend when the model name starts with its prefix, else Ultralytics."""
     if config.tta or config.second_model:
-        from bootstrap.proposals import FusedDetector
+        from bootstrap.proposals import fused_detector
 
-        return FusedDetector(
-            load_detector(config.single_view()),
-            tta=config.tta,
-            upscaled=(
-                load_detector(config.single_view(image_size=config.upscaled_size))
-                if "upscale" in config.tta else None
-            ),
-            second=(
-                load_detector(config.single_view(model=config.second_model))
-                if config.second_model else None
-            ),
-            iou_threshold=config.fusion_iou,
-        )
+        return fused_detector(config, load_detector)
     log.info("loading detector %s on %s", config.model, config.device)
     for prefix, factory in _BACKENDS.items():
         if config.model.startswith(prefix):

@@ -178,6 +178,7 @@ class Policy:
     audit: float = 0.0
     targets: tuple[float, float] = (0.97, 0.95)
     order: str = "priority"
+    prior_boxes: float = 150.0
     windows: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     def view_families(self) -> tuple[str, ...]:
@@ -280,13 +281,7 @@ def _triage(item: Proposed, config: TriageConfig):
     boxes = item.proposals
     wh = np.array(boxes.image_wh * 2, dtype=np.float64)
     xywh = _xywh(boxes.xyxy) / wh if len(boxes) else np.zeros((0, 4))
-    outcome = triage_image(list(boxes.label), boxes.confidence, xywh, config, boxes.extras)
-    review_at = getattr(config, "review_at", None)
-    if review_at is not None and outcome.state == TriageState.NEEDS_REVIEW and outcome.priority < review_at:
-        kept = any(r == Route.ACCEPT for r in outcome.routes)
-        state = TriageState.AUTO_ACCEPTED if kept else TriageState.EMPTY
-        outcome = replace(outcome, state=state)
-    return outcome
+    return triage_image(list(boxes.label), boxes.confidence, xywh, config, boxes.extras)
 
 
 def _expected_seconds(outcome, cost: CostModel) -> float:
@@ -345,7 +340,7 @@ def simulate_loop(
                 "reviewed", int(accepted.sum()), item.truth_count, int(hit[accepted].sum()), audited,
             )
         if policy.learn:
-            updated = recalibrate(triage, [items[n] for n in reviewed])
+            updated = recalibrate(triage, [items[n] for n in reviewed], prior_boxes=policy.prior_boxes)
             result.thresholds_changed += updated != config
             config = updated
         if policy.stop:
@@ -530,3 +525,67 @@ def simulate_store(
         result = simulate_loop(items, policy, fitted, cost)
         return {"policy": policy.name, "folds": [result.to_dict()], "pooled": result.to_dict()}
     return cross_validate(cases, policy, folds, cost=cost).to_dict()
+
+
+def fit_grid(
+    candidates: Sequence[TriageConfig],
+    targets: tuple[float, float] = (0.97, 0.95),
+    margin: float = 0.01,
+    policy: Policy | None = None,
+    cost: CostModel = CostModel(),
+) -> ThresholdFit:
+    """A ``Policy.fit`` that tunes on the training folds: every candidate triage config is played
+    through the review loop on the training images; the cheapest whose precision and recall
+    there reach the targets plus ``margin`` wins (none: the one with the best recall)."""
+
+    def fit(train: Sequence[Proposed]) -> TriageConfig:
+        loop = policy or Policy("fit", ("-",))
+        scored = []
+        for candidate in candidates:
+            result = simulate_loop(train, loop, candidate, cost)
+            ok = result.precision >= targets[0] + margin and result.recall >= targets[1] + margin
+            scored.append((not ok, result.review_seconds if ok else -result.recall, candidate))
+        return min(scored, key=lambda s: (s[0], s[1]))[2]
+
+    return fit
+
+
+def triage_grid(
+    accepts: Sequence[float], rejects: Sequence[float], review_ats: Sequence[float | None],
+    base: TriageConfig = TriageConfig(),
+) -> list[TriageConfig]:
+    """Candidate triage configs: every accept x reject x review_at (reject below accept)."""
+    return [
+        base.model_copy(update={"accept": a, "reject": r, "review_at": q})
+        for a in accepts for r in rejects for q in review_ats if r < a
+    ]
+
+
+def fit_scores_and_thresholds(
+    candidates: Sequence[TriageConfig], targets: tuple[float, float] = (0.97, 0.95), margin: float = 0.02,
+) -> ThresholdFit:
+    """A ``Policy.fit``: the score model fitted on the training folds' proposals and ground truth
+    (``bootstrap.learning.fit_score_model``), then the thresholds on that score (``fit_grid``)."""
+    from bootstrap.learning import fit_score_model, relative_xywh
+
+    def fit(train: Sequence[Proposed]) -> TriageConfig:
+        model = score_model_of(train)
+        scored = [c.model_copy(update={"score_model": model}) for c in candidates]
+        return fit_grid(scored, targets, margin)(train)
+
+    def score_model_of(train):
+        keys = ("model_support", "tta_support")
+        boxes = [item.proposals for item in train if len(item.proposals)]
+        ones = [np.ones(len(b)) for b in boxes]
+        support = {k: np.concatenate([b.extras.get(k, o) for b, o in zip(boxes, ones, strict=True)]) for k in keys}
+        return fit_score_model(
+            np.concatenate([b.confidence for b in boxes]), np.concatenate([relative_xywh(b) for b in boxes]),
+            support, np.concatenate([item.true_positive for item in train if len(item.proposals)]),
+        )
+
+    return fit
+
+
+#: The thresholds the default policy is tuned over (on training folds only).
+DEFAULT_GRID = dict(accepts=(0.4, 0.5, 0.6, 0.7), rejects=(0.15, 0.2, 0.25, 0.3, 0.35),
+                    review_ats=(None, 1.0, 1.5, 2.0, 3.0))

@@ -19,12 +19,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from bootstrap.calibrate import calibrate_class
-from bootstrap.config import TriageConfig, validate_config
+from bootstrap.config import ScoreModel, TriageConfig, validate_config
 from bootstrap.review import CostModel
-from bootstrap.triage import thresholds
+from bootstrap.triage import box_scores, thresholds
 
 #: Evidence boxes the prior thresholds are worth.
-PRIOR_BOXES = 40.0
+PRIOR_BOXES = 150.0
 #: Target precision of the boxes a learned accept threshold lets through unreviewed.
 TARGET_PRECISION = 0.95
 
@@ -79,16 +79,51 @@ def learn_thresholds(
     return validate_config({"dataset": "learned", "triage": raw}).triage, changes
 
 
-def evidence_of(items: Sequence) -> list[tuple[str, float, bool]]:
-    """Evidence from ``bootstrap.holdout.Proposed`` items: every proposal with its match."""
-    return [
-        (str(label), float(score), bool(hit))
-        for item in items
-        for label, score, hit in zip(item.proposals.label, item.proposals.confidence,
-                                     item.true_positive, strict=True)
-    ]
+def evidence_of(items: Sequence, config: TriageConfig) -> list[tuple[str, float, bool]]:
+    """Evidence from ``bootstrap.holdout.Proposed`` items: every proposal, scored as triage
+    scores it (``box_scores``), with its match."""
+    evidence = []
+    for item in items:
+        boxes = item.proposals
+        scores = box_scores(config, boxes.confidence, relative_xywh(boxes), boxes.extras)
+        evidence += [(str(label), float(score), bool(hit))
+                     for label, score, hit in zip(boxes.label, scores, item.true_positive, strict=True)]
+    return evidence
+
+
+def relative_xywh(boxes) -> np.ndarray:
+    width, height = boxes.image_wh
+    xyxy = np.asarray(boxes.xyxy, dtype=np.float64).reshape(-1, 4)
+    return np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1) / np.array([width, height] * 2)
 
 
 def recalibrate(prior: TriageConfig, reviewed_items: Sequence, **kwargs) -> TriageConfig:
     """The holdout simulation's step: thresholds learned from the reviewed items."""
-    return learn_thresholds(prior, evidence_of(reviewed_items), **kwargs)[0]
+    return learn_thresholds(prior, evidence_of(reviewed_items, prior), **kwargs)[0]
+
+
+def fit_score_model(
+    confidences: np.ndarray, boxes_xywh: np.ndarray, support: dict[str, np.ndarray], hits: np.ndarray,
+    l2: float = 1.0,
+) -> ScoreModel:
+    """Logistic regression (Newton's method, L2 ``l2``) of ``hits`` on the features of
+    ``bootstrap.triage.box_scores``. A few dozen lines of numpy rather than scikit-learn: six
+    weights, and no new dependency for the library."""
+    ones = np.ones(len(confidences))
+    clipped = np.clip(np.asarray(confidences, dtype=np.float64), 1e-3, 1 - 1e-3)
+    logit = np.log(clipped / (1 - clipped))
+    xywh = np.asarray(boxes_xywh, dtype=np.float64).reshape(-1, 4)
+    log_area = np.log(xywh[:, 2] * xywh[:, 3] + 1e-4)
+    names = ("logit", "log_area", "model_support", "tta_support", "logit_x_log_area", "bias")
+    features = np.column_stack([
+        logit, log_area, support.get("model_support", ones), support.get("tta_support", ones),
+        logit * log_area, ones,
+    ])
+    y = np.asarray(hits, dtype=np.float64)
+    weights = np.zeros(features.shape[1])
+    for _ in range(25):
+        p = 1.0 / (1.0 + np.exp(-np.clip(features @ weights, -30, 30)))
+        gradient = features.T @ (p - y) + l2 * weights
+        hessian = (features * (p * (1 - p))[:, None]).T @ features + l2 * np.eye(len(weights))
+        weights -= np.linalg.solve(hessian, gradient)
+    return ScoreModel(**{name: round(float(w), 4) for name, w in zip(names, weights, strict=True)})

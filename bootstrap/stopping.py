@@ -24,7 +24,7 @@ import numpy as np
 #: Quality targets of the exported labels (precision, recall).
 DEFAULT_TARGETS = (0.97, 0.95)
 #: Share of the not-reviewed images audited (at least MIN_AUDIT of them).
-DEFAULT_AUDIT = 0.1
+DEFAULT_AUDIT = 0.05
 MIN_AUDIT = 2
 _BOOTSTRAP_DRAWS = 400
 

@@ -27,6 +27,9 @@ from bootstrap.triage import pairwise_iou
 if TYPE_CHECKING:
     from bootstrap.detect import Detector
 
+#: The largest box (relative width, height) a 2x2 tiling with 25% overlap can report whole: a
+#: window is 0.57 of the side; a little less, since boxes at a window's inner edge are dropped.
+WINDOW = (0.55, 0.55)
 #: A box this close (pixels) to a window edge that is not an image edge is cut by the window:
 #: the same object lies whole in a neighbouring window or is a large one the full view finds.
 EDGE_MARGIN = 2.0

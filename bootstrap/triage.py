@@ -126,6 +126,34 @@ def pairwise_iou(a_xywh: np.ndarray, b_xywh: np.ndarray) -> np.ndarray:
         return np.where(union > 0, inter / union, 0.0)
 
 
+def box_scores(
+    config: TriageConfig,
+    confidences: np.ndarray,
+    boxes_xywh: np.ndarray,
+    support: Mapping[str, np.ndarray | None] | None = None,
+) -> np.ndarray:
+    """The score triage routes on: the stored confidence, or with ``config.score_model`` the
+    probability that the box is right (a logistic model of its confidence, relative size and
+    the views' support; a box without support counts as fully supported)."""
+    confidences = np.asarray(confidences, dtype=np.float64)
+    model = config.score_model
+    if model is None or not len(confidences):
+        return confidences
+    clipped = np.clip(confidences, 1e-3, 1 - 1e-3)
+    logit = np.log(clipped / (1 - clipped))
+    xywh = np.asarray(boxes_xywh, dtype=np.float64).reshape(-1, 4)
+    log_area = np.log(xywh[:, 2] * xywh[:, 3] + 1e-4)
+
+    def share(key: str) -> np.ndarray:
+        values = (support or {}).get(key)
+        return np.ones(len(confidences)) if values is None else np.asarray(values, dtype=np.float64)
+
+    z = (model.bias + model.logit * logit + model.log_area * log_area
+         + model.logit_x_log_area * logit * log_area
+         + model.model_support * share("model_support") + model.tta_support * share("tta_support"))
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
+
+
 def triage_image(
     labels: list[str],
     confidences: np.ndarray,
@@ -143,7 +171,7 @@ def triage_image(
         support: per-box view agreement stored with fused proposals (``tta_support``,
             ``model_support``: the share of views that found each box; ``bootstrap.proposals``).
     """
-    confidences = np.asarray(confidences, dtype=np.float64)
+    confidences = box_scores(config, confidences, boxes_xywh, support)
     routes = route_boxes(labels, confidences, config)
     route_array = np.array([r.value for r in routes], dtype=object)
     kept = route_array != Route.REJECT.value
@@ -178,4 +206,8 @@ def triage_image(
 
     box_doubt = float((1.0 - np.abs(2.0 * confidences[review] - 1.0)).sum())
     priority = box_doubt + sum(getattr(weights, name) * value for name, value in signals.items())
+    if state == TriageState.NEEDS_REVIEW and config.review_at is not None and priority < config.review_at:
+        # Too few expected corrections to be worth a person's time: export what was accepted.
+        accepted = route_array == Route.ACCEPT.value
+        state = TriageState.AUTO_ACCEPTED if accepted.any() else TriageState.EMPTY
     return ImageTriage(tuple(routes), state, round(priority, 6), signals)
