@@ -27,6 +27,10 @@ os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
 
 import bootstrap  # noqa: E402,F401  (sets the offline-friendly environment defaults)
 
+#: One model, one pass (configs/single-model.yaml): tests of mechanics use it so that they do not
+#: depend on, or pay for, the default policy's four inference passes.
+PLAIN_CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "single-model.yaml")
+
 
 def _weights_available() -> bool:
     folder = os.environ.get("BOOTSTRAP_MODELS")

@@ -22,7 +22,7 @@ from bootstrap.ontology import Ontology
 from bootstrap.report import write_report
 from bootstrap.review import CostModel
 from bootstrap.store import ImageStore
-from tests.conftest import COCO, needs_model
+from tests.conftest import COCO, PLAIN_CONFIG, needs_model
 from tests.constructed import add_images, set_image
 
 A = [0.10, 0.10, 0.20, 0.20]
@@ -157,7 +157,7 @@ def coco128():
     import fiftyone as fo
 
     name = f"test-calibrate-{uuid.uuid4().hex[:8]}"
-    config = config_from_flags(None, dataset=name, sources=[str(COCO / "images")], image_size=320)
+    config = config_from_flags(PLAIN_CONFIG, dataset=name, sources=[str(COCO / "images")], image_size=320)
     run_annotation(config)
     store = ImageStore(name)
     import_ground_truth(store, COCO, Ontology(None))
@@ -177,7 +177,7 @@ def test_calibration_reaches_a_reachable_target_on_coco128(coco128, target):
     assert result.reached and result.precision >= target
     # Independently: re-triage with the thresholds, then FiftyOne's own count of the accepted
     # boxes of the calibrated classes.
-    triage = calibrated_triage(config_from_flags(None, dataset=coco128.name).triage, result).model_copy(
+    triage = calibrated_triage(config_from_flags(PLAIN_CONFIG, dataset=coco128.name).triage, result).model_copy(
         update={"class_confusion_iou": None, "likely_misses_at": None})
     coco128.apply_triage(triage)
     names = [c.label for c in calibrated]
@@ -209,7 +209,7 @@ def test_evaluate_flow_publishes_the_report_as_artifacts(image_folder, dataset_n
     from flows.evaluate import evaluate as evaluate_flow
     from tests.conftest import post_prefect_filter
 
-    run_annotation(config_from_flags(None, dataset=dataset_name, sources=[str(image_folder)]))
+    run_annotation(config_from_flags(PLAIN_CONFIG, dataset=dataset_name, sources=[str(image_folder)]))
     result = evaluate_flow(dataset_name, str(COCO), str(tmp_path / "report"), simulate=False)
     summary = result["summary"]
     assert summary["tp"] > 0 and 0 < summary["precision"] <= 1

@@ -25,7 +25,7 @@ from bootstrap.labelstudio import (
     push_review_queue,
     to_label_studio_box,
 )
-from tests.conftest import needs_model
+from tests.conftest import PLAIN_CONFIG, needs_model
 from tests.labelstudio_server import LS_BIN, USER, free_port, start_fresh
 
 # -- conversions ---------------------------------------------------------------------------
@@ -180,7 +180,7 @@ def test_round_trip_through_a_real_label_studio(label_studio, image_folder, data
     from bootstrap.review import build_review_queue
     from bootstrap.store import ImageStore
 
-    config = config_from_flags(None, dataset=dataset_name, sources=[str(image_folder)], batch_size=3)
+    config = config_from_flags(PLAIN_CONFIG, dataset=dataset_name, sources=[str(image_folder)], batch_size=3)
     run_annotation(config)
     store = ImageStore(dataset_name)
     queue = build_review_queue(store)

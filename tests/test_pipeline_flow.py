@@ -6,7 +6,7 @@ import time
 import pytest
 
 from bootstrap.store import ImageStore
-from tests.conftest import confirm_queue_and_resume, needs_model, post_prefect_filter
+from tests.conftest import PLAIN_CONFIG, confirm_queue_and_resume, needs_model, post_prefect_filter
 
 
 def _paused_run_ids():
@@ -28,7 +28,7 @@ def test_bootstrap_flow_runs_through_the_review_pause(image_folder, dataset_name
     def run():
         try:
             outcome.append(bootstrap(
-                sources=[str(image_folder)], dataset=dataset_name, review_budget=2,
+                sources=[str(image_folder)], dataset=dataset_name, review_budget=2, config_path=PLAIN_CONFIG,
                 export_dir=str(export_dir),
             ))
         except Exception as err:  # noqa: BLE001  (reported by the assertions below)

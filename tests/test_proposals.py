@@ -16,7 +16,7 @@ from bootstrap.proposals import (
     fuse_views,
     mirror,
 )
-from tests.conftest import needs_model
+from tests.conftest import PLAIN_CONFIG, needs_model
 
 NAMES = ("person", "car", "dog", "cat")
 
@@ -116,7 +116,7 @@ def test_fused_proposals_are_stored_and_triaged_with_their_support(image_folder,
     from bootstrap.annotate import run_annotation
     from bootstrap.config import config_from_flags
 
-    config = config_from_flags(None, dataset=dataset_name, sources=[str(image_folder)], tta=["hflip"])
+    config = config_from_flags(PLAIN_CONFIG, dataset=dataset_name, sources=[str(image_folder)], tta=["hflip"])
     summary = run_annotation(config)
     assert summary.boxes > 0
     dataset = fo.load_dataset(dataset_name)

@@ -14,14 +14,14 @@ from bootstrap.ontology import Ontology
 from bootstrap.review import CostModel, build_review_queue
 from bootstrap.simulation import run_simulation
 from bootstrap.store import ImageResult, ImageStore
-from tests.conftest import COCO, needs_model
+from tests.conftest import COCO, PLAIN_CONFIG, needs_model
 
 pytestmark = needs_model
 
 
 @pytest.fixture
 def annotated(image_folder, dataset_name):
-    config = config_from_flags(None, dataset=dataset_name, sources=[str(image_folder)], batch_size=3)
+    config = config_from_flags(PLAIN_CONFIG, dataset=dataset_name, sources=[str(image_folder)], batch_size=3)
     run_annotation(config)
     return ImageStore(dataset_name), config
 

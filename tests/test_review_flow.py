@@ -8,7 +8,7 @@ import pytest
 from bootstrap.annotate import run_annotation
 from bootstrap.config import config_from_flags
 from bootstrap.store import ImageStore
-from tests.conftest import confirm_queue_and_resume, needs_model, post_prefect_filter
+from tests.conftest import PLAIN_CONFIG, confirm_queue_and_resume, needs_model, post_prefect_filter
 
 pytestmark = [needs_model, pytest.mark.usefixtures("prefect_api")]
 
@@ -24,10 +24,10 @@ def test_review_flow_pauses_then_applies_on_resume(image_folder, dataset_name):
 
     from flows.review import review
 
-    run_annotation(config_from_flags(None, dataset=dataset_name, sources=[str(image_folder)]))
+    run_annotation(config_from_flags(PLAIN_CONFIG, dataset=dataset_name, sources=[str(image_folder)]))
     store = ImageStore(dataset_name)
     outcome = []
-    runner = threading.Thread(target=lambda: outcome.append(review(dataset=dataset_name, budget=2)))
+    runner = threading.Thread(target=lambda: outcome.append(review(dataset=dataset_name, budget=2, config_path=PLAIN_CONFIG)))
     runner.start()
     deadline = time.monotonic() + 120
     while not (paused := _paused_run_ids()) and time.monotonic() < deadline:

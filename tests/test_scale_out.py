@@ -11,7 +11,7 @@ import pytest
 
 from bootstrap.store import ImageStore
 from flows.runners import TaskRunnerError, check_task_runner
-from tests.conftest import needs_model, post_prefect_filter
+from tests.conftest import PLAIN_CONFIG, needs_model, post_prefect_filter
 
 
 @pytest.mark.parametrize(
@@ -62,7 +62,7 @@ def test_two_runs_at_once_on_one_dataset_store_and_detect_each_image_once(
         try:
             results.append(
                 annotate(sources=[str(image_folder)], dataset=dataset_name, batch_size=2,
-                         chunk_size=2)
+                         chunk_size=2, config_path=PLAIN_CONFIG)
             )
         except Exception as err:  # noqa: BLE001  (reported by the assertion below)
             errors.append(err)
@@ -102,7 +102,7 @@ def test_dask_local_cluster_gives_the_same_dataset_as_one_process(image_folder, 
     from flows.annotate import annotate
 
     single = f"{dataset_name}-single"
-    options = dict(sources=[str(image_folder)], batch_size=2, chunk_size=2)
+    options = dict(sources=[str(image_folder)], batch_size=2, chunk_size=2, config_path=PLAIN_CONFIG)
     try:
         reference = annotate(dataset=single, **options)
         # Our own cluster, passed by address (the several-machines path), so that we can ask
