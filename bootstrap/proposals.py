@@ -217,15 +217,15 @@ def fused_detector(config, load) -> FusedDetector:
     """
     from bootstrap.tiles import WINDOW, TiledDetector
 
+    from bootstrap.detect import DetectorError
+
     models = [(BASE_FAMILY, config.model)]
     if config.second_model:
         try:
-            from bootstrap.detect import resolve_weights
-
-            resolve_weights(config.second_model)
+            load(config.single_view(model=config.second_model))
             models.append((SECOND_FAMILY, config.second_model))
-        except Exception as err:  # noqa: BLE001 - any failure to find it means: go on without
-            log.warning("second model %s left out: %s", config.second_model, err)
+        except DetectorError as err:
+            log.warning("second model left out, going on with %s alone: %s", config.model, err)
     runs = []
     for family, model in models:
         plain = load(config.single_view(model=model))
