@@ -6,22 +6,24 @@ import pytest
 from fiftyone import ViewField as F
 
 from bootstrap.annotate import run_annotation
-from bootstrap.config import DetectorConfig, TriageConfig, config_from_flags
+from bootstrap.config import DetectorConfig, TriageConfig, load_pipeline_config
 from bootstrap.decode import decode_image
-from bootstrap.detect import load_detector
-from bootstrap.evaluate import import_ground_truth
+from bootstrap.detectors import load_detector
+from bootstrap.evaluation.costs import CostModel
+from bootstrap.evaluation.ground_truth import import_ground_truth
+from bootstrap.evaluation.simulation import run_simulation
 from bootstrap.ontology import Ontology
-from bootstrap.review import CostModel, build_review_queue
-from bootstrap.simulation import run_simulation
+from bootstrap.review import apply_reviews, build_review_queue
 from bootstrap.store import ImageResult, ImageStore
-from tests.conftest import COCO, needs_model
+from bootstrap.triage import apply_triage
+from tests.helpers import COCO, needs_model
 
 pytestmark = needs_model
 
 
 @pytest.fixture
 def annotated(image_folder, dataset_name):
-    config = config_from_flags(None, dataset=dataset_name, sources=[str(image_folder)], batch_size=3)
+    config = load_pipeline_config(None, dataset=dataset_name, sources=[str(image_folder)], detector={"batch_size": 3})
     run_annotation(config)
     return ImageStore(dataset_name), config
 
@@ -75,7 +77,7 @@ def test_reviewer_contract_is_applied_exactly_once(annotated):
     sample.tags.append("reviewed")
     sample.save()
 
-    report = store.apply_reviews(reviewer="tester")
+    report = apply_reviews(store, reviewer="tester")
     assert report == {"images": 1, "confirmed": len(boxes) - 2, "rejected": 1, "drawn": 1}
     applied = store.dataset[sample.id]
     assert applied.state == "reviewed" and applied.reviewed_by == "tester"
@@ -83,7 +85,7 @@ def test_reviewer_contract_is_applied_exactly_once(annotated):
     assert all(d.provenance == "human" and d.confirmed for d in applied.labels.detections)
     before = _human_boxes(store)
 
-    assert store.apply_reviews(reviewer="tester") == {"images": 0, "confirmed": 0, "rejected": 0, "drawn": 0}
+    assert apply_reviews(store, reviewer="tester") == {"images": 0, "confirmed": 0, "rejected": 0, "drawn": 0}
     assert _human_boxes(store) == before
 
 
@@ -94,7 +96,7 @@ def test_rerun_retriage_and_new_model_never_change_human_boxes(annotated, image_
     reviewed.labels.detections[0].tags.append("reject")
     reviewed.tags.append("reviewed")
     reviewed.save()
-    store.apply_reviews()
+    apply_reviews(store)
     # A second image is being worked on: a drawn box and a rejected one, not yet "reviewed".
     in_progress.labels.detections.append(
         fo.Detection(label="dog", bounding_box=[0.3, 0.3, 0.1, 0.1], provenance="human")
@@ -106,7 +108,7 @@ def test_rerun_retriage_and_new_model_never_change_human_boxes(annotated, image_
 
     run_annotation(config)  # rerun: nothing new
     assert _human_boxes(store) == human
-    store.apply_triage(TriageConfig(accept=0.3, reject=0.1))  # re-triage with new thresholds
+    apply_triage(store, TriageConfig(accept=0.3, reject=0.1))  # re-triage with new thresholds
     assert _human_boxes(store) == human
     assert store.dataset[reviewed.id].state == "reviewed"
 
@@ -118,7 +120,7 @@ def test_rerun_retriage_and_new_model_never_change_human_boxes(annotated, image_
         [ImageResult(sid, path, d) for (sid, path), d in zip(pending, dets, strict=True)],
         model="yolo26n.pt", run_id="second-model",
     )
-    store.apply_triage(config.triage)
+    apply_triage(store, config.triage)
     assert _human_boxes(store) == human
     assert store.dataset[reviewed.id].state == "reviewed"
     refreshed = store.dataset[in_progress.id]

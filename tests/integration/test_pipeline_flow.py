@@ -1,19 +1,11 @@
 """The end-to-end `bootstrap` flow: annotate -> triage -> queue -> pause -> apply (-> export)."""
 
 import threading
-import time
 
 import pytest
 
 from bootstrap.store import ImageStore
-from tests.conftest import confirm_queue_and_resume, needs_model, post_prefect_filter
-
-
-def _paused_run_ids():
-    runs = post_prefect_filter(
-        "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}}
-    )
-    return [run["id"] for run in runs]
+from tests.helpers import confirm_queue_and_resume, needs_model, wait_for_paused_run
 
 
 @needs_model
@@ -36,15 +28,12 @@ def test_bootstrap_flow_runs_through_the_review_pause(image_folder, dataset_name
 
     runner = threading.Thread(target=run)
     runner.start()
-    deadline = time.monotonic() + 240
-    while not (paused := _paused_run_ids()) and time.monotonic() < deadline and not errors:
-        time.sleep(1)
+    paused = wait_for_paused_run(dataset_name, timeout=240, failed=lambda: bool(errors))
     assert not errors, errors
-    assert paused, "the bootstrap flow never paused for the reviewer"
     store = ImageStore(dataset_name)
     assert store.status()["states"]["pending"] == 0  # annotate finished before the pause
 
-    assert confirm_queue_and_resume(store, paused[0], reviewer="ana") == 2
+    assert confirm_queue_and_resume(store, paused, reviewer="ana") == 2
     runner.join(timeout=180)
     assert not errors and outcome, errors
     result = outcome[0]

@@ -10,30 +10,7 @@ import threading
 import pytest
 
 from bootstrap.store import ImageStore
-from flows.runners import TaskRunnerError, check_task_runner
-from tests.conftest import needs_model, post_prefect_filter
-
-
-@pytest.mark.parametrize(
-    "spec, valid",
-    [
-        ("local", True),
-        ("dask", True),
-        ("dask:3", True),
-        ("tcp://10.0.0.5:8786", True),
-        ("tls://scheduler.lan:8786", True),
-        ("dask:0", False),
-        ("threads", False),
-        ("10.0.0.5:8786", False),
-        ("tcp://host", False),
-    ],
-)
-def test_task_runner_spec_is_checked(spec, valid):
-    if valid:
-        assert check_task_runner(spec) == spec
-    else:
-        with pytest.raises(TaskRunnerError, match=f"task_runner: '{spec}'"):
-            check_task_runner(spec)
+from tests.helpers import needs_model, post_prefect_filter
 
 
 def _dataset_view(name: str) -> dict[str, tuple]:
@@ -57,12 +34,14 @@ def test_two_runs_at_once_on_one_dataset_store_and_detect_each_image_once(
     from flows.annotate import annotate
 
     results, errors = [], []
+    both_ready = threading.Barrier(2)  # the two flow calls start at the same instant
 
     def run():
         try:
+            both_ready.wait(timeout=60)
             results.append(
-                annotate(sources=[str(image_folder)], dataset=dataset_name, batch_size=2,
-                         chunk_size=2)
+                annotate(sources=[str(image_folder)], dataset=dataset_name,
+                         detector={"batch_size": 2}, chunk_size=2)
             )
         except Exception as err:  # noqa: BLE001  (reported by the assertion below)
             errors.append(err)
@@ -98,11 +77,11 @@ def test_two_runs_at_once_on_one_dataset_store_and_detect_each_image_once(
 def test_dask_local_cluster_gives_the_same_dataset_as_one_process(image_folder, dataset_name):
     from distributed import Client, LocalCluster
 
-    from bootstrap.detect import load_detector
+    from bootstrap.detectors import load_detector
     from flows.annotate import annotate
 
     single = f"{dataset_name}-single"
-    options = dict(sources=[str(image_folder)], batch_size=2, chunk_size=2)
+    options = dict(sources=[str(image_folder)], detector={"batch_size": 2}, chunk_size=2)
     try:
         reference = annotate(dataset=single, **options)
         # Our own cluster, passed by address (the several-machines path), so that we can ask

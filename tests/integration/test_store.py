@@ -8,16 +8,15 @@ import numpy as np
 import pytest
 
 from bootstrap.detections import Detections
-from bootstrap.store import ImageResult, ImageState, ImageStore, NewImage, StoreError
-
-
-def _new(i, digest=None):
-    return NewImage(f"/data/img{i}.jpg", digest or f"{i:064x}", 100 + i, 1_000 + i)
+from bootstrap.schema import ImageState
+from bootstrap.store import ImageResult, ImageStore, StoreError
+from bootstrap.triage import apply_triage
+from tests.helpers import car_detections, new_image
 
 
 def test_persistent_dataset_survives_a_new_process(dataset_name):
     store = ImageStore(dataset_name)
-    assert store.add_pending([_new(1), _new(2)]) == 2
+    assert store.add_pending([new_image(1), new_image(2)]) == 2
     # A separate Python process (new client, same database) must see the dataset and samples.
     code = (
         "import fiftyone as fo, sys;"
@@ -32,10 +31,10 @@ def test_persistent_dataset_survives_a_new_process(dataset_name):
 
 def test_add_pending_skips_known_content(dataset_name):
     store = ImageStore(dataset_name)
-    assert store.add_pending([_new(1), _new(2), _new(3, digest=f"{1:064x}")]) == 2
+    assert store.add_pending([new_image(1), new_image(2), new_image(3, digest=f"{1:064x}")]) == 2
     # Same content under a new name, and an old one again: nothing new.
-    assert store.add_pending([_new(9, digest=f"{2:064x}"), _new(1)]) == 0
-    assert store.add_pending([_new(4)]) == 1
+    assert store.add_pending([new_image(9, digest=f"{2:064x}"), new_image(1)]) == 0
+    assert store.add_pending([new_image(4)]) == 1
     assert len(store.dataset) == 3
     assert store.known_files()["/data/img4.jpg"] == (104, 1004)
     assert store.count_pending() == 3
@@ -43,7 +42,7 @@ def test_add_pending_skips_known_content(dataset_name):
 
 def test_concurrent_inserts_never_duplicate(dataset_name):
     ImageStore(dataset_name)
-    images = [_new(i) for i in range(300)]
+    images = [new_image(i) for i in range(300)]
     inserted = []
 
     def insert(chunk):
@@ -63,7 +62,7 @@ def test_concurrent_inserts_never_duplicate(dataset_name):
 
 def test_record_results_writes_predictions_and_failures(dataset_name):
     store = ImageStore(dataset_name)
-    store.add_pending([_new(1), _new(2)])
+    store.add_pending([new_image(1), new_image(2)])
     pending = store.list_pending(store.pending_ids())
     ok, bad = pending
     dets = Detections(
@@ -98,70 +97,19 @@ def test_open_existing_names_what_exists(dataset_name):
         ImageStore.open_existing(dataset_name)
 
 
-def _dets(n, image_wh=(100, 200)):
-    scores = np.linspace(0.1, 0.95, n).astype(np.float32)
-    return Detections(
-        xyxy=np.tile(np.array([[10, 20, 60, 70]], np.float32), (n, 1)) + np.arange(n)[:, None],
-        confidence=scores, class_id=np.zeros(n, np.int64),
-        model_label=np.array(["car"] * n, object), label=np.array(["car"] * n, object),
-        image_wh=image_wh,
-    )
-
-
-def test_raw_documents_are_what_fiftyone_writes(dataset_name):
-    from dataclasses import replace
-
-    import fiftyone as fo
-
-    from bootstrap.store import detections_document
-
-    dets = replace(_dets(3), extras={"tta_support": np.array([1.0, 0.5, 0.5], np.float32)})
-    boxes = dets.relative_xywh()
-    theirs = fo.Detections(detections=[
-        fo.Detection(
-            label=str(dets.label[i]), bounding_box=[float(v) for v in boxes[i]],
-            confidence=float(dets.confidence[i]), model_label=str(dets.model_label[i]),
-            tta_support=float(dets.extras["tta_support"][i]),
-        )
-        for i in range(len(dets))
-    ]).to_dict()
-    ours = detections_document(dets)
-    for box in ours["detections"] + theirs["detections"]:
-        box.pop("_id")
-    assert ours == theirs
-    # A sample inserted by add_pending has the fields FiftyOne's own add_sample gives one.
-    store = ImageStore(dataset_name)
-    store.add_pending([_new(1), _new(2)])
-    store.dataset.add_sample(store._fo.Sample(filepath="/data/by-fiftyone.jpg"))
-    docs = {d["filepath"]: d for d in store._samples.find()}
-    assert set(docs["/data/img2.jpg"]) >= set(docs["/data/by-fiftyone.jpg"]) - {"metadata"}
-    assert docs["/data/img1.jpg"]["_rand"] != docs["/data/img2.jpg"]["_rand"]
-    assert store.dataset.take(2, seed=1).count() == 2  # FiftyOne's sampling reads `_rand`
-
-
-def test_record_results_refreshes_samples_held_in_memory(dataset_name):
-    store = ImageStore(dataset_name)
-    store.add_pending([_new(1)])
-    (pending,) = store.list_pending(store.pending_ids())
-    held = store.dataset[pending.sample_id]
-    assert held.state == ImageState.PENDING
-    store.record_results([ImageResult(pending.sample_id, pending.uri, _dets(2))], "m", "r")
-    assert held.state == ImageState.PREDICTED and len(held.predictions.detections) == 2
-
-
 def test_triage_in_chunks_covers_every_image_and_keeps_human_boxes(dataset_name, monkeypatch):
     import fiftyone as fo
 
-    from bootstrap import store as store_module
+    from bootstrap import triage
     from bootstrap.config import TriageConfig
 
-    monkeypatch.setattr(store_module, "TRIAGE_CHUNK", 2)  # 5 images: three round trips
+    monkeypatch.setattr(triage, "TRIAGE_CHUNK", 2)  # 5 images: three round trips
     store = ImageStore(dataset_name)
-    store.add_pending([_new(i) for i in range(5)])
+    store.add_pending([new_image(i) for i in range(5)])
     pending = store.list_pending(store.pending_ids())
-    store.record_results([ImageResult(p.sample_id, p.uri, _dets(i)) for i, p in enumerate(pending)],
+    store.record_results([ImageResult(p.sample_id, p.uri, car_detections(i)) for i, p in enumerate(pending)],
                          "m", "r")
-    first = store.apply_triage(TriageConfig())
+    first = apply_triage(store, TriageConfig())
     # Scores per image: none; 0.1; 0.1 0.95; 0.1 0.53 0.95; 0.1 0.38 0.67 0.95.
     assert first == {"empty": 2, "auto_accepted": 1, "needs_review": 2}
     # A person draws a box on one image and confirms an automatic one: re-triage keeps both.
@@ -172,7 +120,7 @@ def test_triage_in_chunks_covers_every_image_and_keeps_human_boxes(dataset_name,
         fo.Detection(label="dog", bounding_box=[0.5, 0.5, 0.1, 0.1], provenance="human")
     )
     sample.save()
-    again = store.apply_triage(TriageConfig(accept=0.05, reject=0.01))
+    again = apply_triage(store, TriageConfig(accept=0.05, reject=0.01))
     assert again == {"auto_accepted": 4, "empty": 1}
     labels = store.dataset[pending[4].sample_id].labels.detections
     human = [(b.label, b.id) for b in labels if b.provenance == "human"]
@@ -183,7 +131,7 @@ def test_triage_in_chunks_covers_every_image_and_keeps_human_boxes(dataset_name,
 
 def test_known_files_can_be_asked_for_some_paths(dataset_name):
     store = ImageStore(dataset_name)
-    store.add_pending([_new(1), _new(2)])
+    store.add_pending([new_image(1), new_image(2)])
     assert store.known_files(["/data/img2.jpg", "/data/unknown.jpg"]) == {"/data/img2.jpg": (102, 1002)}
     assert store.known_files(iter([])) == {}
     assert set(store.known_files()) == {"/data/img1.jpg", "/data/img2.jpg"}

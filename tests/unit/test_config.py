@@ -3,28 +3,20 @@ from pathlib import Path
 import pytest
 
 from bootstrap.config import (
-    DEFAULT_CONFIG_PATH,
     ConfigError,
-    config_from_flags,
+    DetectorConfig,
+    DetectorOptions,
     load_config,
+    load_pipeline_config,
     validate_config,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_are_valid(path):
-    config = load_config(path)
-    assert config.dataset
-    assert config.detector.min_confidence <= 0.1
-
-
-def test_default_config_values():
-    config = load_config(DEFAULT_CONFIG_PATH)
-    assert config.detector.model == "yolov8n.pt"
-    assert config.detector.min_confidence <= 0.1
-    assert config.ontology is None
+    assert load_config(path).dataset
 
 
 @pytest.mark.parametrize(
@@ -66,7 +58,9 @@ def test_missing_and_unparsable_files(tmp_path):
 def test_flags_override_file_and_keep_the_rest(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("dataset: a\ndetector: {model: m.pt, batch_size: 4, image_size: 320}\n")
-    config = config_from_flags(path, dataset="b", batch_size=8, sources=["imgs/"])
+    config = load_pipeline_config(
+        path, dataset="b", detector=DetectorOptions(batch_size=8), sources=["imgs/"]
+    )
     assert config.dataset == "b"
     assert config.detector.batch_size == 8
     assert config.detector.image_size == 320  # untouched by flags
@@ -94,3 +88,16 @@ def test_ontology_class_order():
         {"dataset": "d", "ontology": {"mapping": {"truck": "vehicle", "person": "person", "car": "vehicle"}}}
     )
     assert config.ontology.dataset_classes == ("vehicle", "person")
+
+
+def test_detector_options_are_the_config_fields_all_optional():
+    # One definition: every DetectorConfig field is an option, with its description and limits.
+    assert list(DetectorOptions.model_fields) == list(DetectorConfig.model_fields)
+    assert DetectorOptions().model_dump() == dict.fromkeys(DetectorConfig.model_fields)
+    for name, field in DetectorConfig.model_fields.items():
+        assert DetectorOptions.model_fields[name].description == field.description
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        DetectorOptions(batch_size=0)
+    # A dict (a flow run from the UI form) works like the model; None keeps the file's value.
+    config = load_pipeline_config(None, dataset="d", detector={"tta": ["hflip"], "model": None})
+    assert config.detector.tta == ("hflip",) and config.detector.model == "yolov8n.pt"

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from bootstrap.config import TriageConfig
-from bootstrap.triage import Route, TriageState, route_boxes, thresholds, triage_image
+from bootstrap.schema import ImageState, Route
+from bootstrap.triage import route_boxes, thresholds, triage_image
 
 CONFIG = TriageConfig(accept=0.7, reject=0.3, per_class={"person": {"accept": 0.9}, "cat": {"reject": 0.1}})
 
@@ -38,10 +39,10 @@ def _boxes(*xywh):
 @pytest.mark.parametrize(
     ("labels", "confidences", "boxes", "state"),
     [
-        ([], [], _boxes(), TriageState.EMPTY),
-        (["car"], [0.1], _boxes([0, 0, 0.1, 0.1]), TriageState.EMPTY),
-        (["car", "dog"], [0.9, 0.8], _boxes([0, 0, 0.1, 0.1], [0.5, 0.5, 0.1, 0.1]), TriageState.AUTO_ACCEPTED),
-        (["car", "dog"], [0.9, 0.5], _boxes([0, 0, 0.1, 0.1], [0.5, 0.5, 0.1, 0.1]), TriageState.NEEDS_REVIEW),
+        ([], [], _boxes(), ImageState.EMPTY),
+        (["car"], [0.1], _boxes([0, 0, 0.1, 0.1]), ImageState.EMPTY),
+        (["car", "dog"], [0.9, 0.8], _boxes([0, 0, 0.1, 0.1], [0.5, 0.5, 0.1, 0.1]), ImageState.AUTO_ACCEPTED),
+        (["car", "dog"], [0.9, 0.5], _boxes([0, 0, 0.1, 0.1], [0.5, 0.5, 0.1, 0.1]), ImageState.NEEDS_REVIEW),
     ],
     ids=["nothing", "only-rejected", "all-accepted", "one-uncertain"],
 )
@@ -53,9 +54,9 @@ def test_class_confusion_fires_on_overlapping_boxes_of_different_classes():
     same_place = _boxes([0.1, 0.1, 0.3, 0.3], [0.11, 0.1, 0.3, 0.3])
     confused = triage_image(["dog", "cat"], np.array([0.9, 0.85]), same_place, CONFIG)
     assert confused.signals["class_confusion"] == 1
-    assert confused.state == TriageState.NEEDS_REVIEW  # though both boxes are accepted
+    assert confused.state == ImageState.NEEDS_REVIEW  # though both boxes are accepted
     agreed = triage_image(["dog", "dog"], np.array([0.9, 0.85]), same_place, CONFIG)
-    assert agreed.signals["class_confusion"] == 0 and agreed.state == TriageState.AUTO_ACCEPTED
+    assert agreed.signals["class_confusion"] == 0 and agreed.state == ImageState.AUTO_ACCEPTED
 
 
 def test_likely_misses_fires_on_low_score_mass():
@@ -63,9 +64,9 @@ def test_likely_misses_fires_on_low_score_mass():
     boxes = _boxes(*[[0.1 * i, 0, 0.05, 0.05] for i in range(6)])
     outcome = triage_image(["car"] * 6, np.array([0.9, 0.25, 0.25, 0.25, 0.2, 0.2]), boxes, CONFIG)
     assert outcome.signals["likely_misses"] == pytest.approx(1.15)
-    assert outcome.state == TriageState.NEEDS_REVIEW
+    assert outcome.state == ImageState.NEEDS_REVIEW
     calm = triage_image(["car"] * 2, np.array([0.9, 0.1]), boxes[:2], CONFIG)
-    assert calm.state == TriageState.AUTO_ACCEPTED
+    assert calm.state == ImageState.AUTO_ACCEPTED
 
 
 @pytest.mark.parametrize(("signal", "support_key"), [("tta_disagreement", "tta_support"), ("model_disagreement", "model_support")])
@@ -75,12 +76,12 @@ def test_view_disagreement_makes_an_image_need_review_and_raises_priority(signal
     scores = np.array([0.9, 0.8])
     agreed = triage_image(["car", "car"], scores, boxes, CONFIG, {support_key: np.array([1.0, 1.0])})
     doubted = triage_image(["car", "car"], scores, boxes, CONFIG, {support_key: np.array([1.0, 0.0])})
-    assert agreed.state == TriageState.AUTO_ACCEPTED and agreed.signals[signal] == 0
+    assert agreed.state == ImageState.AUTO_ACCEPTED and agreed.signals[signal] == 0
     assert doubted.signals[signal] == pytest.approx(1.0)
-    assert doubted.state == TriageState.NEEDS_REVIEW and doubted.priority > agreed.priority
+    assert doubted.state == ImageState.NEEDS_REVIEW and doubted.priority > agreed.priority
     # Half a box of disagreement stays under the default threshold (1.0); rejected boxes never count.
     half = triage_image(["car", "car"], np.array([0.9, 0.1]), boxes, CONFIG, {support_key: np.array([0.5, 0.0])})
-    assert half.signals[signal] == pytest.approx(0.5) and half.state == TriageState.AUTO_ACCEPTED
+    assert half.signals[signal] == pytest.approx(0.5) and half.state == ImageState.AUTO_ACCEPTED
 
 
 def test_coin_flip_boxes_outrank_near_certain_ones():
@@ -97,24 +98,4 @@ def test_signals_can_be_switched_off():
         ["dog", "cat"], np.array([0.9, 0.85]), same_place, quiet, {"tta_support": np.array([0.0, 0.0])}
     )
     assert set(outcome.signals.values()) == {0.0}
-    assert outcome.state == TriageState.AUTO_ACCEPTED
-
-
-def test_pairwise_iou_matches_torchvision():
-    torch = pytest.importorskip("torch")
-    from torchvision.ops import box_iou
-
-    from bootstrap.triage import pairwise_iou
-
-    rng = np.random.default_rng(0)
-    a, b = rng.uniform(0, 1, (7, 4)), rng.uniform(0, 1, (5, 4))
-    b[0] = a[0]  # identical boxes: IoU 1
-    a[1, 2:] = 0  # a zero-area box: IoU 0, not NaN
-
-    def xyxy(boxes):
-        return torch.from_numpy(np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], 1))
-
-    expected = np.nan_to_num(box_iou(xyxy(a), xyxy(b)).numpy())
-    assert pairwise_iou(a, b) == pytest.approx(expected)
-    assert pairwise_iou(a, b)[0, 0] == pytest.approx(1.0) and not pairwise_iou(a, b)[1].any()
-    assert pairwise_iou(a[:0], b).shape == (0, 5)
+    assert outcome.state == ImageState.AUTO_ACCEPTED

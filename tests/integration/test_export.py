@@ -13,7 +13,7 @@ from bootstrap import export as export_module
 from bootstrap.export import ExportError, export_dataset, parse_include, parse_split, split_of
 from bootstrap.sources import content_hash
 from bootstrap.store import ImageStore
-from tests.constructed import add_images, set_image
+from tests.helpers import add_images, set_image
 
 CLASSES = ["person", "car", "dog", "zebra"]  # zebra never appears: the index must still hold
 AUTO = dict(provenance="auto", route="accept", confidence=0.9)
@@ -157,34 +157,6 @@ def test_interrupted_export_leaves_the_previous_one_untouched(store, tmp_path, m
         export_dataset(store, tmp_path / "fresh", "yolo")
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no partial folders left
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("train=0.8,val=0.2", {"train": 0.8, "val": 0.2}),
-        ("train=0.7, val=0.2, test=0.1", {"train": 0.7, "val": 0.2, "test": 0.1}),
-        ("train=1", {"train": 1.0}),
-        ("train=0.8,val=0.3", "add up to 1"),
-        ("train=0.8,train=0.2", "given twice"),
-        ("train:0.8", "name=fraction"),
-        ("train=x,val=1", "name=fraction"),
-    ],
-)
-def test_parse_split(text, expected):
-    if isinstance(expected, dict):
-        assert parse_split(text) == expected
-    else:
-        with pytest.raises(ExportError, match=expected):
-            parse_split(text)
-
-
-def test_split_of_follows_the_fractions():
-    split = parse_split("train=0.8,val=0.2")
-    assert split_of("00000000" + "f" * 56, split) == "train"
-    assert split_of("cccccccc" + "0" * 56, split) == "train"  # 0.8 - 1e-9
-    assert split_of("cccccccd" + "0" * 56, split) == "val"
-    assert split_of("ffffffff" + "0" * 56, split) == "val"
 
 
 def test_parse_include_and_errors(store, tmp_path):

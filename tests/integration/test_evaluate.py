@@ -5,25 +5,23 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from bootstrap.annotate import run_annotation
-from bootstrap.calibrate import calibrate, calibrate_class, calibrated_triage, calibration_evidence
-from bootstrap.config import config_from_flags
-from bootstrap.evaluate import (
-    BoxOutcome,
+from bootstrap.calibrate import calibrate, calibrated_triage, calibration_evidence
+from bootstrap.config import load_pipeline_config
+from bootstrap.evaluation.ground_truth import (
     GroundTruthError,
-    evaluate_field,
     import_ground_truth,
     load_coco_ground_truth,
+    load_yolo_ground_truth,
 )
+from bootstrap.evaluation.metrics import evaluate_field
+from bootstrap.evaluation.report import write_report
 from bootstrap.ontology import Ontology
-from bootstrap.report import write_report
-from bootstrap.review import CostModel
 from bootstrap.store import ImageStore
-from tests.conftest import COCO, needs_model
-from tests.constructed import add_images, set_image
+from bootstrap.triage import apply_triage
+from tests.helpers import COCO, add_images, needs_model, set_image
 
 A = [0.10, 0.10, 0.20, 0.20]
 B = [0.50, 0.50, 0.30, 0.30]
@@ -96,7 +94,8 @@ def test_coco_ground_truth_is_mapped_through_the_ontology(dataset_name, coco_ima
     }
     path = tmp_path / "truth.json"
     path.write_text(json.dumps(coco))
-    assert load_coco_ground_truth(path)[coco_images[0].stem][0].xywh == pytest.approx((0.1, 0.1, 0.2, 0.2))
+    first_boxes = load_coco_ground_truth(path)[coco_images[0].stem].detections
+    assert first_boxes[0].bounding_box == pytest.approx([0.1, 0.1, 0.2, 0.2])
     ontology = Ontology(OntologyConfig(mapping={"person": "human", "car": "vehicle"}))
     assert import_ground_truth(store, path, ontology) == 2  # the kite is dropped
     first = store.dataset.one(__import__("fiftyone").ViewField("filepath") == str(coco_images[0]))
@@ -107,43 +106,21 @@ def test_coco_ground_truth_is_mapped_through_the_ontology(dataset_name, coco_ima
         load_coco_ground_truth(path)
 
 
-@pytest.mark.parametrize(
-    ("scores", "hits", "target", "accept", "calibrated"),
-    [
-        ([0.9, 0.8, 0.7, 0.6, 0.5], [1, 1, 1, 0, 1], 0.8, 0.5, True),  # 4/5 = 0.8 at 0.5
-        ([0.9, 0.8, 0.7, 0.6, 0.5], [1, 1, 1, 0, 1], 0.9, 0.7, True),
-        ([0.9, 0.8, 0.7, 0.6, 0.5], [0, 1, 1, 1, 1], 0.95, 1.0, False),  # top box wrong: unreachable
-        ([0.9, 0.9, 0.7], [1, 0, 1], 0.9, 1.0, False),  # ties share a threshold: 1/2 at 0.9
-    ],
-)
-def test_calibrate_class(scores, hits, target, accept, calibrated):
-    result = calibrate_class("c", np.array(scores), np.array(hits, bool), target, 0.7, 0.25, min_boxes=3)
-    assert (result.accept, result.calibrated) == (accept, calibrated)
-    assert (result.note != "") == (not calibrated)
-
-
-def test_cost_rule_rejects_where_showing_a_box_stops_saving_time():
-    # Accepted: 0.95 (target 0.9). Below it: real objects at 0.5 and 0.2 among false boxes.
-    scores = np.array([0.95, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1])
-    hits = np.array([1, 0, 1, 0, 0, 1, 0], bool)
-    # verify 2 s, draw 7 s: showing down to 0.2 costs 5 x 2 = 10 s and hides nothing; stopping at
-    # 0.5 costs 2 x 2 + 7 = 11 s; showing 0.1 as well 12 s; showing nothing 14 s.
-    result = calibrate_class("c", scores, hits, 0.9, 0.7, 0.25, min_boxes=3)
-    assert (result.accept, result.reject) == (0.95, 0.2)
-    # When drawing costs little more than verifying, showing doubtful boxes does not pay.
-    cheap = calibrate_class("c", scores, hits, 0.9, 0.7, 0.25, min_boxes=3, cost=CostModel(draw_box=2.5))
-    assert cheap.reject == 0.95 and cheap.review_boxes == 0
-    # The recall rule instead keeps all but max_lost_recall of the true boxes.
-    by_recall = calibrate_class("c", scores, hits, 0.9, 0.7, 0.25, min_boxes=3, max_lost_recall=0.0)
-    assert by_recall.reject == 0.2
-
-
-def test_few_boxes_keep_the_defaults_with_a_warning(caplog):
-    outcomes = [BoxOutcome("s", "rare", 0.9, True), BoxOutcome("s", "rare", 0.8, False)]
-    result = calibrate(outcomes, 0.9, min_boxes=20)
-    (rare,) = result.classes
-    assert (rare.accept, rare.reject, rare.calibrated) == (0.7, 0.25, False)
-    assert "only 2 evaluated boxes" in result.warnings[0] and "only 2 evaluated boxes" in caplog.text
+def test_yolo_ground_truth_is_read_and_bad_files_are_named(tmp_path):
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "data.yaml").write_text("names: {0: person, 1: car}\n")
+    (tmp_path / "labels" / "a.txt").write_text("1 0.5 0.5 0.2 0.4\n\n")
+    (tmp_path / "labels" / "b.txt").write_text("")  # background
+    truth = load_yolo_ground_truth(tmp_path)
+    (car,) = truth["a"].detections
+    assert car.label == "car" and car.bounding_box == pytest.approx([0.4, 0.3, 0.2, 0.4])
+    assert truth["b"].detections == []
+    (tmp_path / "labels" / "c.txt").write_text("7 0.5 0.5 0.2 0.2\n")
+    with pytest.raises(GroundTruthError, match=r"c.txt: class 7 is not in the 2 names"):
+        load_yolo_ground_truth(tmp_path)
+    (tmp_path / "labels" / "c.txt").write_text("1 0.5 half 0.2 0.2\n")
+    with pytest.raises(GroundTruthError, match=r"c.txt: expected lines 'class cx cy w h'"):
+        load_yolo_ground_truth(tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +134,7 @@ def coco128():
     import fiftyone as fo
 
     name = f"test-calibrate-{uuid.uuid4().hex[:8]}"
-    config = config_from_flags(None, dataset=name, sources=[str(COCO / "images")], image_size=320)
+    config = load_pipeline_config(None, dataset=name, sources=[str(COCO / "images")], detector={"image_size": 320})
     run_annotation(config)
     store = ImageStore(name)
     import_ground_truth(store, COCO, Ontology(None))
@@ -177,9 +154,9 @@ def test_calibration_reaches_a_reachable_target_on_coco128(coco128, target):
     assert result.reached and result.precision >= target
     # Independently: re-triage with the thresholds, then FiftyOne's own count of the accepted
     # boxes of the calibrated classes.
-    triage = calibrated_triage(config_from_flags(None, dataset=coco128.name).triage, result).model_copy(
+    triage = calibrated_triage(load_pipeline_config(None, dataset=coco128.name).triage, result).model_copy(
         update={"class_confusion_iou": None, "likely_misses_at": None})
-    coco128.apply_triage(triage)
+    apply_triage(coco128, triage)
     names = [c.label for c in calibrated]
     accepted = coco128.dataset.filter_labels(
         "labels", (F("route") == "accept") & F("label").is_in(names), only_matches=False
@@ -207,9 +184,9 @@ def test_unreachable_target_is_reported(coco128):
 def test_evaluate_flow_publishes_the_report_as_artifacts(image_folder, dataset_name, tmp_path, prefect_api):
     from flows import artifact_key
     from flows.evaluate import evaluate as evaluate_flow
-    from tests.conftest import post_prefect_filter
+    from tests.helpers import post_prefect_filter
 
-    run_annotation(config_from_flags(None, dataset=dataset_name, sources=[str(image_folder)]))
+    run_annotation(load_pipeline_config(None, dataset=dataset_name, sources=[str(image_folder)]))
     result = evaluate_flow(dataset_name, str(COCO), str(tmp_path / "report"), simulate=False)
     summary = result["summary"]
     assert summary["tp"] > 0 and 0 < summary["precision"] <= 1

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bootstrap.evaluate import Evaluation
-from bootstrap.review import SimulationReport
+from bootstrap.evaluation.metrics import Evaluation
+from bootstrap.evaluation.simulation import SimulationReport
 
 PR_PLOT = "precision_recall_vs_confidence.png"
 COST_PLOT = "cost_vs_quality.png"
@@ -61,14 +61,16 @@ def plot_cost_vs_quality(points: list[tuple[str, SimulationReport]], path: Path)
     ships, one point per simulated review budget."""
     plt = _pyplot()
     cost = [100 * r.cost_fraction for _, r in points]
+    recall = [np.nan if r.recall is None else r.recall for _, r in points]
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    ax.plot(cost, [r.recall for _, r in points], "o-", label="recall")
-    ax.plot(cost, [r.precision for _, r in points], "s-", label="precision")
-    for (name, report), x in zip(points, cost, strict=True):
-        ax.annotate(name, (x, report.recall), textcoords="offset points", xytext=(3, -11), fontsize=7)
+    ax.plot(cost, recall, "o-", label="recall")
+    ax.plot(cost, [np.nan if r.precision is None else r.precision for _, r in points], "s-",
+            label="precision")
+    for (name, _), x, y in zip(points, cost, recall, strict=True):
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(3, -11), fontsize=7)
     ax.set_xlabel("human time, % of labelling from scratch")
     ax.set_ylabel("quality of the shipped labels")
-    ax.set_ylim(min([0.5] + [r.recall for _, r in points]) - 0.02, 1.01)
+    ax.set_ylim(np.nanmin([0.5, *recall]) - 0.02, 1.01)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title("review budget: cost vs quality", fontsize=10)
@@ -123,7 +125,7 @@ def evaluation_markdown(
         ]
         lines += [
             f"| {name} | {r.queued} | {r.review_seconds / 3600:.2f} h | {100 * r.cost_fraction:.1f}% | "
-            f"{r.precision:.3f} | {r.recall:.3f} |"
+            f"{_fmt(r.precision)} | {_fmt(r.recall)} |"
             for name, r in simulation
         ]
     for title, link in (images or {}).items():

@@ -25,7 +25,8 @@ from bootstrap.labelstudio import (
     push_review_queue,
     to_label_studio_box,
 )
-from tests.conftest import needs_model
+from bootstrap.review import apply_reviews
+from tests.helpers import needs_model
 from tests.labelstudio_server import LS_BIN, USER, free_port, start_fresh
 
 # -- conversions ---------------------------------------------------------------------------
@@ -175,12 +176,12 @@ def test_token_refused_is_named(label_studio):
 @needs_model
 def test_round_trip_through_a_real_label_studio(label_studio, image_folder, dataset_name, monkeypatch):
     from bootstrap.annotate import run_annotation
-    from bootstrap.cli import app
-    from bootstrap.config import config_from_flags
+    from bootstrap.config import load_pipeline_config
     from bootstrap.review import build_review_queue
     from bootstrap.store import ImageStore
+    from cli.main import app
 
-    config = config_from_flags(None, dataset=dataset_name, sources=[str(image_folder)], batch_size=3)
+    config = load_pipeline_config(None, dataset=dataset_name, sources=[str(image_folder)], detector={"batch_size": 3})
     run_annotation(config)
     store = ImageStore(dataset_name)
     queue = build_review_queue(store)
@@ -254,7 +255,7 @@ def test_round_trip_through_a_real_label_studio(label_studio, image_folder, data
     after = _snapshot(store)
     assert {k: v for k, v in after.items() if k != sid} == {k: v for k, v in before.items() if k != sid}
 
-    assert store.apply_reviews(reviewer="someone-else") == {
+    assert apply_reviews(store, reviewer="someone-else") == {
         "images": 1, "confirmed": 1 + len(rest), "rejected": 2, "drawn": 2,
     }
     final = store.dataset[sid]
@@ -284,6 +285,6 @@ def test_round_trip_through_a_real_label_studio(label_studio, image_folder, data
     result = CliRunner().invoke(app, ["review", "pull", dataset_name])
     assert result.exit_code == 0, result.output
     assert "0 images pulled" in result.output and "1 unchanged since the last pull" in result.output
-    assert store.apply_reviews() == {"images": 0, "confirmed": 0, "rejected": 0, "drawn": 0}
+    assert apply_reviews(store) == {"images": 0, "confirmed": 0, "rejected": 0, "drawn": 0}
     assert _snapshot(store) == settled
     client.close()
