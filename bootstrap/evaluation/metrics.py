@@ -193,7 +193,7 @@ def match_counts(view, field: str = LABELS, iou: float = 0.5) -> tuple[int, int,
     try:
         return tuple(sum(view.values(f"{key}_{k}")) for k in ("tp", "fp", "fn"))
     finally:
-        view._dataset.delete_evaluation(key)
+        view.delete_evaluation(key)
 
 
 def final_quality(store: ImageStore, iou: float = 0.5) -> Rates:
