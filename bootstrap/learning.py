@@ -20,7 +20,7 @@ import numpy as np
 
 from bootstrap.calibrate import calibrate_class
 from bootstrap.config import ScoreModel, TriageConfig, validate_config
-from bootstrap.review import CostModel
+from bootstrap.evaluation.costs import CostModel
 from bootstrap.triage import box_scores, thresholds
 
 #: Evidence boxes the prior thresholds are worth.
@@ -80,7 +80,7 @@ def learn_thresholds(
 
 
 def evidence_of(items: Sequence, config: TriageConfig) -> list[tuple[str, float, bool]]:
-    """Evidence from ``bootstrap.holdout.Proposed`` items: every proposal, scored as triage
+    """Evidence from ``bootstrap.evaluation.holdout.Proposed`` items: every proposal, scored as triage
     scores it (``box_scores``), with its match."""
     evidence = []
     for item in items:

@@ -20,19 +20,21 @@ from datetime import UTC, datetime
 import numpy as np
 
 from bootstrap.config import TriageConfig, validate_config
-from bootstrap.holdout import match_boxes
+from bootstrap.evaluation.holdout import match_boxes
 from bootstrap.learning import PRIOR_BOXES, learn_thresholds
-from bootstrap.stopping import DEFAULT_TARGETS, ImageRecord, QualityEstimate, estimate_quality
-from bootstrap.store import (
+from bootstrap.schema import (
     CONTENT_HASH,
     LABELS,
+    MODEL_SUPPORT,
     PREDICTIONS,
     REJECT_TAG,
     STATE,
+    TTA_SUPPORT,
     ImageState,
-    ImageStore,
 )
-from bootstrap.triage import thresholds
+from bootstrap.stopping import DEFAULT_TARGETS, ImageRecord, QualityEstimate, estimate_quality
+from bootstrap.store import ImageStore
+from bootstrap.triage import apply_triage, box_scores, thresholds
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,17 @@ def _reviewed_evidence(store: ImageStore):
         yield sid, preds, kept, bool(audited)
 
 
+def _scores(config: TriageConfig, boxes) -> np.ndarray:
+    """The scores triage routes these stored boxes on (``box_scores``)."""
+    support = {
+        key: np.array([b[key] for b in boxes], dtype=np.float64)
+        for key in (TTA_SUPPORT, MODEL_SUPPORT)
+        if boxes and all(b.has_field(key) and b[key] is not None for b in boxes)
+    }
+    xywh = np.array([b.bounding_box for b in boxes], dtype=np.float64).reshape(-1, 4)
+    return box_scores(config, np.array([b.confidence or 0.0 for b in boxes]), xywh, support)
+
+
 def learn_from_reviews(
     store: ImageStore, prior: TriageConfig, batch: str | None = None, prior_boxes: float = PRIOR_BOXES,
 ) -> dict:
@@ -79,14 +92,12 @@ def learn_from_reviews(
     """
     evidence = []
     for _, preds, kept, _ in _reviewed_evidence(store):
-        hit, _ = match_boxes(
-            _xyxy(preds), [b.label for b in preds], np.array([b.confidence or 0.0 for b in preds]),
-            _xyxy(kept), [b.label for b in kept],
-        )
-        evidence += [(b.label, float(b.confidence or 0.0), bool(h)) for b, h in zip(preds, hit, strict=True)]
+        scores = _scores(prior, preds)
+        hit, _ = match_boxes(_xyxy(preds), [b.label for b in preds], scores, _xyxy(kept), [b.label for b in kept])
+        evidence += [(b.label, float(score), bool(h)) for b, score, h in zip(preds, scores, hit, strict=True)]
     learned, changes = learn_thresholds(prior, evidence, prior_boxes=prior_boxes)
     moved = [c for c in changes if c.accept[0] != c.accept[1] or c.reject[0] != c.reject[1]]
-    routed = store.apply_triage(learned)
+    routed = apply_triage(store, learned)
     entry = {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "batch": batch,
@@ -112,10 +123,11 @@ def quality_estimate(store: ImageStore, config: TriageConfig) -> QualityEstimate
     config = effective_triage(store, config)
     records = []
     for _, preds, kept, audited in _reviewed_evidence(store):
-        accepted = [b for b in preds if (b.confidence or 0.0) >= thresholds(config, b.label)[0]]
+        scores = _scores(config, preds)
+        chosen = [i for i, b in enumerate(preds) if scores[i] >= thresholds(config, b.label)[0]]
+        accepted = [preds[i] for i in chosen]
         hit, _ = match_boxes(
-            _xyxy(accepted), [b.label for b in accepted], np.array([b.confidence or 0.0 for b in accepted]),
-            _xyxy(kept), [b.label for b in kept],
+            _xyxy(accepted), [b.label for b in accepted], scores[chosen], _xyxy(kept), [b.label for b in kept],
         )
         records.append(ImageRecord("reviewed", len(accepted), len(kept), int(hit.sum()), audited))
     from fiftyone import ViewField as F
@@ -171,3 +183,16 @@ def after_apply(store: ImageStore, config, applied: dict, batch: str | None = No
     estimate = quality_estimate(store, config.triage)
     return {"learning": learning, "estimate": estimate.to_dict(targets),
             "estimate_markdown": estimate.markdown(targets)}
+
+
+def learning_markdown(entry: dict | None) -> str:
+    """A history entry of ``learn_from_reviews`` as markdown (the review flow's artifact)."""
+    if not entry:
+        return "No thresholds learned (learning off, or nothing applied)."
+    rows = [f"| {c['label']} | {c['evidence_boxes']} | {c['accept'][0]} → {c['accept'][1]} | "
+            f"{c['reject'][0]} → {c['reject'][1]} |" for c in entry["changes"]]
+    return "\n".join([
+        f"Thresholds learned from {entry['evidence_boxes']} reviewed boxes; "
+        f"{entry['classes_changed']} classes moved; untouched images re-triaged: {entry['routed']}.",
+        "", "| class | evidence boxes | accept | reject |", "|---|---|---|---|", *rows,
+    ])

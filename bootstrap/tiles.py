@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bootstrap.boxes import pairwise_iou, xyxy_to_xywh
 from bootstrap.detections import Detections
-from bootstrap.triage import pairwise_iou
 
 if TYPE_CHECKING:
-    from bootstrap.detect import Detector
+    from bootstrap.detections import Detector
 
 #: The largest box (relative width, height) a 2x2 tiling with 25% overlap can report whole: a
 #: window is 0.57 of the side; a little less, since boxes at a window's inner edge are dropped.
@@ -106,7 +106,7 @@ def nms_keep(
 ) -> np.ndarray:
     """Indices of the boxes class-aware greedy NMS keeps, best score first."""
     order = np.argsort(-np.asarray(scores), kind="stable")
-    xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+    xywh = xyxy_to_xywh(xyxy)
     iou = pairwise_iou(xywh, xywh)
     same = np.asarray(labels, dtype=object)[:, None] == np.asarray(labels, dtype=object)[None, :]
     suppressed = np.zeros(len(order), dtype=bool)

@@ -15,10 +15,17 @@ from prefect.cache_policies import NONE
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 
-from bootstrap.config import config_from_flags
-from bootstrap.review import ReviewQueue, queue_markdown
-from bootstrap.review_learning import after_apply, effective_triage, quality_estimate, queue_batch
+from bootstrap.config import load_pipeline_config
+from bootstrap.review import ReviewQueue, apply_reviews, queue_markdown
+from bootstrap.review_learning import (
+    after_apply,
+    effective_triage,
+    learning_markdown,
+    quality_estimate,
+    queue_batch,
+)
 from bootstrap.store import ImageStore
+from bootstrap.triage import apply_triage
 from flows import artifact_key
 
 
@@ -31,38 +38,38 @@ class ReviewDone(RunInput):
 
 @task(cache_policy=NONE)
 def triage_dataset(dataset: str, config_path: str | None) -> dict[str, int]:
-    config = config_from_flags(config_path, dataset=dataset)
+    config = load_pipeline_config(config_path, dataset=dataset)
     store = ImageStore.open_existing(dataset)
-    return store.apply_triage(effective_triage(store, config.triage))
+    return apply_triage(store, effective_triage(store, config.triage))
 
 
 @task(cache_policy=NONE)
 def queue_review_batch(dataset: str, budget: int | None, config_path: str | None) -> ReviewQueue:
-    config = config_from_flags(config_path, dataset=dataset)
+    config = load_pipeline_config(config_path, dataset=dataset)
     return queue_batch(ImageStore.open_existing(dataset), config, budget)
 
 
 @task(cache_policy=NONE)
 def export_quality(dataset: str, config_path: str | None) -> str:
-    config = config_from_flags(config_path, dataset=dataset)
+    config = load_pipeline_config(config_path, dataset=dataset)
     targets = (config.review.target_precision, config.review.target_recall)
     return quality_estimate(ImageStore.open_existing(dataset), config.triage).markdown(targets)
 
 
 @task(cache_policy=NONE)
 def learn_and_estimate(dataset: str, config_path: str | None, applied: dict, batch: str) -> dict:
-    config = config_from_flags(config_path, dataset=dataset)
+    config = load_pipeline_config(config_path, dataset=dataset)
     return after_apply(ImageStore.open_existing(dataset), config, applied, batch)
 
 
 @task(cache_policy=NONE)
 def count_states(dataset: str) -> dict[str, int]:
-    return ImageStore.open_existing(dataset).status()["states"]
+    return ImageStore.open_existing(dataset).state_counts()
 
 
 @task(cache_policy=NONE)
-def apply_reviews(dataset: str, reviewer: str | None) -> dict[str, int]:
-    return ImageStore.open_existing(dataset).apply_reviews(reviewer)
+def apply_review_decisions(dataset: str, reviewer: str | None) -> dict[str, int]:
+    return apply_reviews(ImageStore.open_existing(dataset), reviewer)
 
 
 @flow(name="review", log_prints=True)
@@ -73,7 +80,8 @@ def review(
     retriage: bool = True,
     timeout_hours: float = 24.0,
 ) -> dict:
-    """Queue the next review batch, wait for the reviewer, apply their decisions.
+    """Queue the next review batch, wait for the reviewer, apply their decisions, learn
+    thresholds from them and publish the stopping rule (artifact ``review-result-<dataset>``).
 
     Args:
         dataset: FiftyOne dataset name.
@@ -104,25 +112,13 @@ def review(
         timeout=int(timeout_hours * 3600),
         poll_interval=2,
     )
-    applied = apply_reviews(dataset, answer.reviewer) if answer.done else {}
+    applied = apply_review_decisions(dataset, answer.reviewer) if answer.done else {}
     followed = learn_and_estimate(dataset, config_path, applied, batch=str(runtime.flow_run.id))
     create_markdown_artifact(
-        markdown=f"# After the review of `{dataset}`\n\n{_learning_markdown(followed['learning'])}\n\n"
+        markdown=f"# After the review of `{dataset}`\n\n{learning_markdown(followed['learning'])}\n\n"
         + followed["estimate_markdown"],
         key=artifact_key("review-result", dataset),
         description="Thresholds learned from the batch, and the stopping rule",
     )
     return {"routed": routed, "queued": len(queue.sample_ids), "applied": applied,
             "learning": followed["learning"], "estimate": followed["estimate"]}
-
-
-def _learning_markdown(entry: dict | None) -> str:
-    if not entry:
-        return "No thresholds learned (learning off, or nothing applied)."
-    rows = [f"| {c['label']} | {c['evidence_boxes']} | {c['accept'][0]} → {c['accept'][1]} | "
-            f"{c['reject'][0]} → {c['reject'][1]} |" for c in entry["changes"]]
-    return "\n".join([
-        f"Thresholds learned from {entry['evidence_boxes']} reviewed boxes; "
-        f"{entry['classes_changed']} classes moved; untouched images re-triaged: {entry['routed']}.",
-        "", "| class | evidence boxes | accept | reject |", "|---|---|---|---|", *rows,
-    ])

@@ -14,10 +14,10 @@ import re
 from pathlib import Path
 
 from bootstrap.config import DetectorConfig, SourceConfig
-from bootstrap.detect import load_detector
+from bootstrap.detectors import load_detector
+from bootstrap.evaluation.viewcache import run_view, save_view
 from bootstrap.sources import iter_image_files
 from bootstrap.tiles import TiledDetector
-from bootstrap.viewcache import run_view, save_view
 
 DEFAULT_VIEWS = (
     "yolov8n.pt@640", "yolo26n.pt@640", "yolov8n.pt@1280", "yolo26n.pt@1280",

@@ -5,7 +5,7 @@
 
 Prints markdown: machine time and findable objects per view and combination, then each policy
 measured on held-out folds (thresholds and score model fitted on the other folds only), pooled
-and per fold, and the default workflow per fold. ``bootstrap.holdout`` does the work.
+and per fold, and the default workflow per fold. ``bootstrap.evaluation.holdout`` does the work.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bootstrap.holdout import (
+from bootstrap.evaluation.holdout import (
     DEFAULT_GRID,
     Policy,
     cross_validate,
