@@ -318,5 +318,17 @@ def manifest_markdown(manifest: dict, out_dir: str | Path) -> str:
         f"# Export of `{manifest['dataset']}` ({manifest['format']}) to `{out_dir}`", "",
         "| split | images | background | auto boxes | human boxes |", "|---|---|---|---|---|",
         *rows, "", f"estimated auto precision: {manifest['estimated_auto_precision']}",
+        "", _estimate_line(manifest.get("quality_estimate")),
     ]) + "\n"
+
+
+def _estimate_line(estimate: dict | None) -> str:
+    if not estimate or estimate.get("precision") is None:
+        return "Export quality (stopping rule): not estimable yet (no audited image reviewed)."
+    return (
+        f"Export quality (stopping rule, 95% lower bounds): precision {estimate['precision']:.3f} "
+        f"(>= {estimate['precision_low']:.3f}), recall {estimate['recall']:.3f} "
+        f"(>= {estimate['recall_low']:.3f}); targets {estimate['targets']}: "
+        f"{'met' if estimate['met'] else 'not met'}."
+    )
 
