@@ -8,7 +8,8 @@ are wrong and how many objects triage missed. Images left out of the export (``n
 still waiting, ``empty``) lose their objects; their count is estimated from the reviewed images.
 
 The interval is a bootstrap over the audited images (resampled with replacement, 5th
-percentile): with few audited images it is wide, and the rule says "not yet". Pure functions on
+percentile): with few audited images it is wide, and the rule says "not yet"; under
+``MIN_AUDITED_TO_STOP`` audited images it never says "met". Pure functions on
 per-image records; ``bootstrap.review_learning`` builds the records from a dataset.
 """
 
@@ -26,6 +27,9 @@ DEFAULT_TARGETS = (0.97, 0.95)
 #: Share of the not-reviewed images audited (at least MIN_AUDIT of them).
 DEFAULT_AUDIT = 0.05
 MIN_AUDIT = 2
+#: Audited images below which the rule never says "met": a bootstrap over one or two images
+#: has (almost) no spread, so its bound would claim a certainty the evidence does not have.
+MIN_AUDITED_TO_STOP = 5
 _BOOTSTRAP_DRAWS = 400
 
 
@@ -68,8 +72,9 @@ class QualityEstimate:
     note: str = ""
 
     def met(self, precision: float = DEFAULT_TARGETS[0], recall: float = DEFAULT_TARGETS[1]) -> bool:
+        enough = self.audited >= MIN_AUDITED_TO_STOP or self.exported_unreviewed == 0
         return (
-            self.precision_low is not None and self.recall_low is not None
+            enough and self.precision_low is not None and self.recall_low is not None
             and self.precision_low >= precision and self.recall_low >= recall
         )
 
@@ -80,7 +85,12 @@ class QualityEstimate:
     def markdown(self, targets: tuple[float, float] = DEFAULT_TARGETS) -> str:
         if self.precision is None:
             return f"Export quality: not estimable yet ({self.note})."
-        verdict = "**targets met**: you can stop reviewing" if self.met(*targets) else "targets not met yet"
+        if self.met(*targets):
+            verdict = "**targets met**: you can stop reviewing"
+        elif self.audited < MIN_AUDITED_TO_STOP and self.exported_unreviewed:
+            verdict = f"not judged yet (needs {MIN_AUDITED_TO_STOP} audited images, has {self.audited})"
+        else:
+            verdict = "targets not met yet"
         return (
             f"Export quality now (estimated; 95% lower bound): precision {self.precision:.3f} "
             f"(≥ {self.precision_low:.3f}), recall {self.recall:.3f} (≥ {self.recall_low:.3f}); "

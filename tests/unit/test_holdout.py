@@ -149,6 +149,9 @@ def test_audit_sample_is_fixed_and_at_least_the_minimum():
 def test_stopping_rule_needs_an_audit_and_meets_targets_on_clean_evidence():
     unaudited = [ImageRecord("reviewed", truth=3), ImageRecord("auto_accepted", accepted=2)]
     assert estimate_quality(unaudited).precision is None
+    few = [ImageRecord("reviewed", accepted=2, truth=2, accepted_kept=2, audited=True) for _ in range(4)] + [
+        ImageRecord("auto_accepted", accepted=2) for _ in range(20)]
+    assert estimate_quality(few).precision == 1.0 and not estimate_quality(few).met()  # too few audits
     clean = [ImageRecord("reviewed", accepted=2, truth=2, accepted_kept=2, audited=True) for _ in range(10)] + [
         ImageRecord("auto_accepted", accepted=2) for _ in range(20)]
     estimate = estimate_quality(clean)
