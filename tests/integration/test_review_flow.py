@@ -31,3 +31,9 @@ def test_review_flow_pauses_then_applies_on_resume(image_folder, dataset_name):
     assert outcome[0]["applied"]["images"] == 2
     assert set(store.dataset.match_tags("reviewed").values("reviewed_by")) == {"ana"}
     assert store.status()["states"]["reviewed"] == 2
+    # After applying, the flow learned thresholds from the two images and recorded it.
+    store.dataset.reload()
+    learning = outcome[0]["learning"]
+    assert learning["evidence_boxes"] > 0 and learning["batch"]
+    assert store.dataset.info["learned_triage"]["history"][-1]["evidence_boxes"] == learning["evidence_boxes"]
+    assert outcome[0]["estimate"]["reviewed"] == 2
