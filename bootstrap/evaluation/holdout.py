@@ -543,7 +543,7 @@ def fit_grid(
     there reach the targets plus ``margin`` wins (none: the one with the best recall)."""
 
     def fit(train: Sequence[Proposed]) -> TriageConfig:
-        loop = policy or Policy("fit", ("-",))
+        loop = policy or Policy("fit", ())  # the loop rules only; views are already fused
         scored = []
         for candidate in candidates:
             result = simulate_loop(train, loop, candidate, cost)
