@@ -11,6 +11,8 @@ ifneq ($(wildcard $(SHARED)/models),)
 export BOOTSTRAP_MODELS ?= $(SHARED)/models
 endif
 DEMO_DATASET ?= demo
+# Extra flags for the demo's annotate, e.g. DEMO_ARGS="--config configs/single-model.yaml" (one pass).
+DEMO_ARGS ?=
 DEMO_SOURCES ?= $(if $(wildcard $(SHARED)/data/coco128-train/images),$(SHARED)/data/coco128-train/images,$(shell test -x $(BIN)/python && $(BIN)/python -c "from ultralytics.utils import ASSETS; print(ASSETS)" 2>/dev/null))
 
 .PHONY: install demo test test-fast lint bench app clean-demo
@@ -27,7 +29,7 @@ $(STAMP): pyproject.toml
 
 demo: install
 	$(eval DEMO_SOURCES := $(or $(DEMO_SOURCES),$(shell $(BIN)/python -c "from ultralytics.utils import ASSETS; print(ASSETS)")))
-	$(BIN)/bootstrap annotate $(DEMO_SOURCES) --dataset $(DEMO_DATASET)
+	$(BIN)/bootstrap annotate $(DEMO_SOURCES) --dataset $(DEMO_DATASET) $(DEMO_ARGS)
 	$(BIN)/bootstrap status $(DEMO_DATASET)
 	@echo "Look at the boxes: $(BIN)/bootstrap app $(DEMO_DATASET)   (FiftyOne App on http://127.0.0.1:5151)"
 

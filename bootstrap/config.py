@@ -91,11 +91,13 @@ class DetectorConfig(_Strict):
     nms_iou: float = Field(0.7, gt=0.0, le=1.0, description="IoU of the model's NMS.")
     # Better proposals (bootstrap.proposals): more views of each image, their boxes fused.
     # Each view is one more inference pass per image.
-    tta: tuple[Literal["hflip", "upscale"], ...] = Field(
-        (), description="Test-time views whose boxes are fused in: hflip, upscale (one pass each)."
+    tta: tuple[Literal["hflip", "upscale", "large", "tiles"], ...] = Field(
+        (), description="Views of each model whose boxes are fused in: hflip, upscale (1.25x), "
+        "large (2x), tiles (2x2 windows; four passes). One pass each otherwise.",
     )
     second_model: str | None = Field(
-        None, description="A second detector whose boxes are fused in, e.g. yolo26n.pt."
+        None, description="A second detector whose boxes (and views) are fused in, e.g. yolo26n.pt; "
+        "left out with a warning when its weights cannot be loaded.",
     )
     fusion_iou: float = Field(
         0.55, gt=0.0, le=1.0, description="IoU at which boxes of different views are one object."
@@ -105,6 +107,11 @@ class DetectorConfig(_Strict):
     def upscaled_size(self) -> int:
         """The ``upscale`` view's inference size: 1.25x, on the model's 32-pixel stride."""
         return round(self.image_size * 1.25 / 32) * 32
+
+    @property
+    def large_size(self) -> int:
+        """The ``large`` view's inference size: twice the model's."""
+        return self.image_size * 2
 
     def single_view(self, **changes: Any) -> DetectorConfig:
         """This config as one plain model run (no extra views), with ``changes`` applied."""
@@ -165,6 +172,20 @@ class ClassThresholds(_Strict):
     reject: float | None = Field(None, ge=0.0, le=1.0)
 
 
+class ScoreModel(_Strict):
+    """Weights of the logistic model that turns a stored box into the probability that it is
+    right (``bootstrap.triage.box_scores``): features are the logit of its confidence, the log
+    of its relative area, their product and the views' support. Fitted on labelled images
+    (``bootstrap.learning.fit_score_model``); thresholds then apply to that probability."""
+
+    bias: float = 0.0
+    logit: float = 1.0
+    log_area: float = 0.0
+    logit_x_log_area: float = 0.0
+    model_support: float = 0.0
+    tta_support: float = 0.0
+
+
 class TriageConfig(_Strict):
     """Per-box routing thresholds: accept >= ``accept``, reject < ``reject``, review between."""
 
@@ -176,6 +197,11 @@ class TriageConfig(_Strict):
     likely_misses_at: float | None = Field(1.0, gt=0.0)
     # Boxes (fractionally) not found by every view, when proposals are fused from several.
     disagreement_at: float | None = Field(1.0, gt=0.0)
+    # An image goes to review only when its priority (expected corrections) reaches this;
+    # below it, its accepted boxes are exported unreviewed and its review boxes dropped (null: off).
+    review_at: float | None = Field(None, ge=0.0)
+    # Routes and priorities use this model's probability instead of the raw confidence (null: raw).
+    score_model: ScoreModel | None = None
 
     @model_validator(mode="after")
     def _reject_below_accept(self) -> TriageConfig:
@@ -189,6 +215,21 @@ class TriageConfig(_Strict):
         return self
 
 
+class ReviewConfig(_Strict):
+    """What the review loop learns and when it may stop (bootstrap.review_learning)."""
+
+    # Recalibrate per-class thresholds from the reviewed images after each applied batch.
+    learn: bool = True
+    # How many boxes of evidence the config's thresholds are worth when shrinking towards them.
+    prior_boxes: float = Field(150.0, gt=0.0)
+    # Share of the images triage does not send to review that are audited at random (at least
+    # 2 images): the unbiased evidence of the stopping rule. 0 switches the audit off.
+    audit: float = Field(0.05, ge=0.0, le=1.0)
+    # Targets of the exported labels the stopping rule checks.
+    target_precision: float = Field(0.97, gt=0.0, le=1.0)
+    target_recall: float = Field(0.95, gt=0.0, le=1.0)
+
+
 class PipelineConfig(_Strict):
     """Everything one dataset's pipeline needs."""
 
@@ -197,6 +238,7 @@ class PipelineConfig(_Strict):
     detector: DetectorConfig = DetectorConfig()
     ontology: OntologyConfig | None = None
     triage: TriageConfig = TriageConfig()
+    review: ReviewConfig = ReviewConfig()
 
     @field_validator("dataset")
     @classmethod

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from bootstrap.config import DetectorConfig
 from bootstrap.detections import Detector
-from bootstrap.proposals import FusedDetector
+from bootstrap.proposals import fused_detector
 from bootstrap.yolo import UltralyticsDetector
 
 log = logging.getLogger(__name__)
@@ -53,19 +53,7 @@ def load_detector(config: DetectorConfig) -> Detector:
         DetectorError: the weights cannot be found or loaded.
     """
     if config.tta or config.second_model:
-        return FusedDetector(
-            load_detector(config.single_view()),
-            tta=config.tta,
-            upscaled=(
-                load_detector(config.single_view(image_size=config.upscaled_size))
-                if "upscale" in config.tta else None
-            ),
-            second=(
-                load_detector(config.single_view(model=config.second_model))
-                if config.second_model else None
-            ),
-            iou_threshold=config.fusion_iou,
-        )
+        return fused_detector(config, load_detector)
     log.info("loading detector %s on %s", config.model, config.device)
     for prefix, factory in _BACKENDS.items():
         if config.model.startswith(prefix):

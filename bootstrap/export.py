@@ -253,9 +253,20 @@ def _manifest(store, view, by_split, format, states, fractions, classes, config,
         "counts": dict(totals),
         "splits": splits,
         "estimated_auto_precision": estimated_auto_precision(view),
+        "quality_estimate": _quality_estimate(store, config),
         "flow_run": flow_run,
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def _quality_estimate(store, config) -> dict:
+    """The stopping rule's estimate of the export's precision/recall (bootstrap.stopping)."""
+    from bootstrap.config import PipelineConfig
+    from bootstrap.review_learning import quality_estimate
+
+    config = config if config is not None else PipelineConfig(dataset=store.name)
+    targets = (config.review.target_precision, config.review.target_recall)
+    return quality_estimate(store, config.triage).to_dict(targets)
 
 
 def estimated_auto_precision(view) -> dict | None:
@@ -307,5 +318,17 @@ def manifest_markdown(manifest: dict, out_dir: str | Path) -> str:
         f"# Export of `{manifest['dataset']}` ({manifest['format']}) to `{out_dir}`", "",
         "| split | images | background | auto boxes | human boxes |", "|---|---|---|---|---|",
         *rows, "", f"estimated auto precision: {manifest['estimated_auto_precision']}",
+        "", _estimate_line(manifest.get("quality_estimate")),
     ]) + "\n"
+
+
+def _estimate_line(estimate: dict | None) -> str:
+    if not estimate or estimate.get("precision") is None:
+        return "Export quality (stopping rule): not estimable yet (no audited image reviewed)."
+    return (
+        f"Export quality (stopping rule, 95% lower bounds): precision {estimate['precision']:.3f} "
+        f"(>= {estimate['precision_low']:.3f}), recall {estimate['recall']:.3f} "
+        f"(>= {estimate['recall_low']:.3f}); targets {estimate['targets']}: "
+        f"{'met' if estimate['met'] else 'not met'}."
+    )
 

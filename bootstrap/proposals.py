@@ -20,6 +20,7 @@ contributed to a fused box (the support we need), and it pulls in numba.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,6 +29,8 @@ import numpy as np
 from bootstrap.boxes import mirror_xyxy, pairwise_iou, xyxy_to_xywh
 from bootstrap.detections import Detections, Detector
 from bootstrap.schema import MODEL_SUPPORT, TTA_SUPPORT
+
+log = logging.getLogger(__name__)
 
 BASE_FAMILY = "base"
 SECOND_FAMILY = "second"
@@ -39,6 +42,16 @@ class View:
 
     family: str  # BASE_FAMILY for the first model's views, SECOND_FAMILY for the second model
     detections: Detections
+    # Views of part of the image (tiles, bootstrap.tiles) report only boxes up to this size
+    # (relative width, height): a larger box is not held against them (neither in the fused
+    # score nor in the support). None: the whole image.
+    window: tuple[float, float] | None = None
+
+    def covers(self, xyxy: np.ndarray) -> bool:
+        if self.window is None:
+            return True
+        width, height = self.detections.image_wh
+        return (xyxy[2] - xyxy[0]) <= self.window[0] * width and (xyxy[3] - xyxy[1]) <= self.window[1] * height
 
 
 def mirror(detections: Detections) -> Detections:
@@ -95,11 +108,15 @@ def fuse_views(
         corners = np.stack([b for _, b in cluster["views"].values()])
         cluster["xyxy"] = (weights[:, None] * corners).sum(0) / max(weights.sum(), 1e-12)
 
-    clusters.sort(key=lambda c: -sum(s for s, _ in c["views"].values()))
+    for c in clusters:
+        # The views that could have found this box: all, unless some see only part of the image.
+        c["able"] = [v for v, view in enumerate(views) if v in c["views"] or view.covers(c["xyxy"])]
+    clusters.sort(key=lambda c: -sum(s for s, _ in c["views"].values()) / len(c["able"]))
     extras: dict[str, np.ndarray] = {}
     if base_views > 1:
         extras[TTA_SUPPORT] = np.array(
-            [sum(views[v].family == BASE_FAMILY for v in c["views"]) / base_views for c in clusters],
+            [sum(views[v].family == BASE_FAMILY for v in c["views"])
+             / sum(views[v].family == BASE_FAMILY for v in c["able"]) for c in clusters],
             dtype=np.float32,
         )
     if len(families) > 1:
@@ -111,7 +128,7 @@ def fuse_views(
     return Detections(
         xyxy=np.array([c["xyxy"] for c in clusters], dtype=np.float32).reshape(-1, 4),
         confidence=np.array(
-            [sum(s for s, _ in c["views"].values()) / len(views) for c in clusters],
+            [sum(s for s, _ in c["views"].values()) / len(c["able"]) for c in clusters],
             dtype=np.float32,
         ),
         class_id=np.array([index_of.get(c["label"], -1) for c in clusters], dtype=np.int64),
@@ -122,42 +139,94 @@ def fuse_views(
     )
 
 
+@dataclass(frozen=True)
+class ViewRun:
+    """How ``FusedDetector`` makes one view: which detector, on which version of the image.
+
+    ``kind``: ``plain`` (the image itself; the detector may run at another size), ``hflip``
+    (the mirrored image, boxes mapped back) or ``tiles`` (a ``bootstrap.tiles.TiledDetector``:
+    only boxes that fit in a window, so larger boxes are not held against it).
+    """
+
+    family: str
+    name: str
+    detector: Detector
+    kind: str = "plain"
+    window: tuple[float, float] | None = None
+
+
 class FusedDetector:
     """A ``Detector`` that runs several views of each batch and returns the fused boxes.
 
-    Each view is one more inference pass, so annotating costs about as many times the plain
-    model's time as there are views; triage and review get better proposals in exchange.
+    Each view is one more inference pass (tiles: one per window), so annotating costs about as
+    many times the plain model's time as there are passes; triage and review get better
+    proposals in exchange.
     """
 
-    def __init__(
-        self,
-        base: Detector,
-        tta: Sequence[str] = (),
-        upscaled: Detector | None = None,
-        second: Detector | None = None,
-        iou_threshold: float = 0.55,
-    ):
-        unknown = set(tta) - {"hflip", "upscale"}
+    def __init__(self, runs: Sequence[ViewRun], iou_threshold: float = 0.55, name: str | None = None):
+        if not runs:
+            raise ValueError("FusedDetector needs at least one view")
+        unknown = {run.kind for run in runs} - {"plain", "hflip", "tiles"}
         if unknown:
-            raise ValueError(f"unknown test-time views {sorted(unknown)}; use hflip, upscale")
-        if "upscale" in tta and upscaled is None:
-            raise ValueError("the upscale view needs the upscaled detector")
-        self._base, self._tta, self._upscaled, self._second = base, tuple(tta), upscaled, second
-        self._iou = iou_threshold
-        self.name = "+".join([base.name, *self._tta, *([second.name] if second else [])])
-        extra = [n for n in (second.class_names if second else ()) if n not in base.class_names]
-        self.class_names = tuple(base.class_names) + tuple(extra)
+            raise ValueError(f"unknown view kinds {sorted(unknown)}; use plain, hflip, tiles")
+        self._runs, self._iou = tuple(runs), iou_threshold
+        self.name = name or "+".join(run.name for run in runs)
+        names: list[str] = []
+        for run in runs:
+            names += [n for n in run.detector.class_names if n not in names]
+        self.class_names = tuple(names)
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Detections]:
-        runs: list[tuple[str, list[Detections]]] = [(BASE_FAMILY, self._base.predict(images))]
-        if "hflip" in self._tta:
-            mirrored = [np.ascontiguousarray(image[:, ::-1]) for image in images]
-            runs.append((BASE_FAMILY, [mirror(d) for d in self._base.predict(mirrored)]))
-        if "upscale" in self._tta:
-            runs.append((BASE_FAMILY, self._upscaled.predict(images)))
-        if self._second is not None:
-            runs.append((SECOND_FAMILY, self._second.predict(images)))
+        found = []
+        for run in self._runs:
+            if run.kind == "hflip":
+                mirrored = [np.ascontiguousarray(image[:, ::-1]) for image in images]
+                found.append([mirror(d) for d in run.detector.predict(mirrored)])
+            else:
+                found.append(run.detector.predict(images))
         return [
-            fuse_views([View(family, found[i]) for family, found in runs], self.class_names, self._iou)
+            fuse_views(
+                [View(run.family, boxes[i], run.window) for run, boxes in zip(self._runs, found, strict=True)],
+                self.class_names, self._iou,
+            )
             for i in range(len(images))
         ]
+
+
+def fused_detector(config, load) -> FusedDetector:
+    """The ``FusedDetector`` of ``config`` (``detector.tta`` views of the model, and of the
+    second model when there is one); ``load(single_view_config)`` loads each plain detector.
+
+    A second model whose weights cannot be found is left out with a warning: the views of the
+    first model still run.
+    """
+    from bootstrap.detections import DetectorError
+    from bootstrap.tiles import WINDOW, TiledDetector
+
+    models = [(BASE_FAMILY, config.model)]
+    if config.second_model:
+        try:
+            load(config.single_view(model=config.second_model))
+            models.append((SECOND_FAMILY, config.second_model))
+        except DetectorError as err:
+            log.warning("second model left out, going on with %s alone: %s", config.model, err)
+    runs = []
+    for family, model in models:
+        plain = load(config.single_view(model=model))
+        runs.append(ViewRun(family, plain.name, plain))
+        for view in config.tta:
+            if view == "hflip":
+                runs.append(ViewRun(family, f"{plain.name}:hflip", plain, "hflip"))
+            elif view == "upscale":
+                runs.append(ViewRun(family, f"{plain.name}:upscale",
+                                    load(config.single_view(model=model, image_size=config.upscaled_size))))
+            elif view == "large":
+                runs.append(ViewRun(family, f"{plain.name}:large",
+                                    load(config.single_view(model=model, image_size=config.large_size))))
+            elif view == "tiles":
+                runs.append(ViewRun(family, f"{plain.name}:tiles", TiledDetector(plain), "tiles", WINDOW))
+    if len(runs) == 1:
+        return runs[0].detector
+    # e.g. yolov8n.pt+large+yolo26n.pt: the views, then the second model (which gets them too)
+    name = "+".join([runs[0].name, *config.tta, *(m for f, m in models if f == SECOND_FAMILY)])
+    return FusedDetector(runs, config.fusion_iou, name)

@@ -40,16 +40,20 @@ class ReviewQueue:
     waiting: int  # needs_review images in all, queued or not
 
 
-def build_review_queue(store: ImageStore, budget: int | None = None) -> ReviewQueue:
+def build_review_queue(
+    store: ImageStore, budget: int | None = None, audit_ids: tuple[str, ...] = ()
+) -> ReviewQueue:
     """Save the ``budget`` highest-priority ``needs_review`` images as the saved view
-    ``review-queue`` (a fixed list of samples, in priority order) and return it."""
+    ``review-queue`` (a fixed list of samples, in priority order) and return it. ``audit_ids``
+    (the random audit, ``bootstrap.review_learning.mark_audit``) come first, within the budget."""
     from fiftyone import ViewField as F
 
     waiting = store.dataset.match(F(STATE) == ImageState.NEEDS_REVIEW.value)
     ranked = waiting.match_tags(REVIEWED_TAG, bool=False).sort_by(PRIORITY, reverse=True)
+    audit_ids = tuple(audit_ids)[:budget] if budget is not None else tuple(audit_ids)
     if budget is not None:
-        ranked = ranked.limit(budget)
-    ids = tuple(ranked.values("id"))
+        ranked = ranked.limit(budget - len(audit_ids))
+    ids = audit_ids + tuple(i for i in ranked.values("id") if i not in audit_ids)
     # A fixed selection, not the dynamic match: the batch must not change under a reviewer as
     # states change. Raw `predictions` (every box above the floor) are left out of the view: the
     # reviewer works on `labels`, and two overlaid box sets hide the image.

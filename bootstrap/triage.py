@@ -24,6 +24,11 @@ Uncertainty signals (each a number stored on the sample, so people can sort by i
   surviving boxes the other views did not find, counted fractionally: sum of ``1 - support``.
   At ``disagreement_at`` or more the image needs review.
 
+With ``review_at``, a ``needs_review`` image whose priority is below it is not worth a person's
+time: it becomes ``auto_accepted`` (its accepted boxes are exported) or ``empty``. With
+``score_model``, routes and priority use the probability that a box is right (``box_scores``)
+instead of its raw confidence.
+
 Priority (higher is reviewed first) adds up the expected corrections on the image:
 ``sum over review boxes of 1 - |2c - 1|`` (1 for a coin-flip box, 0 near 0 or 1)
 ``+ likely_misses + class_confusion + tta_disagreement + model_disagreement``.
@@ -46,6 +51,7 @@ from bootstrap.documents import box_list_document, detection_document
 from bootstrap.schema import (
     DISAGREEMENT_SIGNALS,
     LABELS,
+    MODEL_SUPPORT,
     PREDICTION_MODEL,
     PREDICTION_RUN,
     PREDICTIONS,
@@ -53,6 +59,7 @@ from bootstrap.schema import (
     SIGNALS,
     STATE,
     TRIAGE_INPUT_STATES,
+    TTA_SUPPORT,
     ImageState,
     Provenance,
     Route,
@@ -108,6 +115,34 @@ def class_confusion(
     return int(np.triu((iou >= iou_threshold) & differs, k=1).sum())
 
 
+def box_scores(
+    config: TriageConfig,
+    confidences: np.ndarray,
+    boxes_xywh: np.ndarray,
+    support: Mapping[str, np.ndarray | None] | None = None,
+) -> np.ndarray:
+    """The score triage routes on: the stored confidence, or with ``config.score_model`` the
+    probability that the box is right (a logistic model of its confidence, relative size and
+    the views' support; a box without support counts as fully supported)."""
+    confidences = np.asarray(confidences, dtype=np.float64)
+    model = config.score_model
+    if model is None or not len(confidences):
+        return confidences
+    clipped = np.clip(confidences, 1e-3, 1 - 1e-3)
+    logit = np.log(clipped / (1 - clipped))
+    xywh = np.asarray(boxes_xywh, dtype=np.float64).reshape(-1, 4)
+    log_area = np.log(xywh[:, 2] * xywh[:, 3] + 1e-4)
+
+    def share(key: str) -> np.ndarray:
+        values = (support or {}).get(key)
+        return np.ones(len(confidences)) if values is None else np.asarray(values, dtype=np.float64)
+
+    z = (model.bias + model.logit * logit + model.log_area * log_area
+         + model.logit_x_log_area * logit * log_area
+         + model.model_support * share(MODEL_SUPPORT) + model.tta_support * share(TTA_SUPPORT))
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
+
+
 def triage_image(
     labels: list[str],
     confidences: np.ndarray,
@@ -124,7 +159,7 @@ def triage_image(
         support: per-box view agreement stored with fused proposals (``tta_support``,
             ``model_support``: the share of views that found each box; ``bootstrap.proposals``).
     """
-    confidences = np.asarray(confidences, dtype=np.float64)
+    confidences = box_scores(config, confidences, boxes_xywh, support)
     routes = route_boxes(labels, confidences, config)
     route_array = np.array([r.value for r in routes], dtype=object)
     kept = route_array != Route.REJECT.value
@@ -159,6 +194,10 @@ def triage_image(
 
     box_doubt = float((1.0 - np.abs(2.0 * confidences[review] - 1.0)).sum())
     priority = box_doubt + sum(signals.values())
+    if state == ImageState.NEEDS_REVIEW and config.review_at is not None and priority < config.review_at:
+        # Too few expected corrections to be worth a person's time: export what was accepted.
+        accepted = route_array == Route.ACCEPT.value
+        state = ImageState.AUTO_ACCEPTED if accepted.any() else ImageState.EMPTY
     return ImageTriage(tuple(routes), state, round(priority, 6), signals)
 
 

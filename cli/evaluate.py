@@ -42,9 +42,23 @@ def simulate_review(
     signals: Annotated[
         bool, typer.Option("--signals/--no-signals", help="Doubt signals on (config) or off.")
     ] = True,
+    folds: Annotated[int | None, typer.Option(
+        help="Held-out: split the images into K folds by content hash; fit thresholds on K-1 "
+             "(--fit), measure the whole review loop on the fold left out.")] = None,
+    loop: Annotated[bool, typer.Option(
+        "--loop", help="Simulate the whole loop (batches, learning, stopping rule) on all images.")] = False,
+    batch: Annotated[int | None, typer.Option(help="Loop: images per review batch.")] = None,
+    learn: Annotated[bool, typer.Option(
+        "--learn/--no-learn", help="Loop: learn thresholds from reviewed images after each batch.")] = True,
+    stop: Annotated[bool, typer.Option(
+        "--stop/--no-stop", help="Loop: stop when the stopping rule says the targets are met.")] = False,
+    audit: Annotated[float, typer.Option(help="Loop: share of not-queued images audited at random.")] = 0.0,
+    fit: Annotated[str, typer.Option(
+        help="Folds: thresholds from the training folds: 'config' (as configured) or 'calibrate'.")] = "config",
     as_json: JsonOpt = False,
 ) -> None:
-    """Play the reviewer from ground truth; report human time and the resulting quality."""
+    """Play the reviewer from ground truth; report human time and the resulting quality
+    (--folds K: held out; --loop: the whole review loop)."""
     from bootstrap.evaluation.costs import CostModel
     from bootstrap.evaluation.ground_truth import GroundTruthError
     from bootstrap.evaluation.simulation import run_simulation
@@ -55,6 +69,11 @@ def simulate_review(
             update={"class_confusion_iou": None, "likely_misses_at": None, "disagreement_at": None}
         )
     store = open_existing(dataset)
+    if folds is not None or loop:
+        _simulate_loop(store, dataset, ground_truth, thresholds, config, folds, batch, learn, stop, audit,
+                       fit, CostModel(open_image=cost_image, verify_box=cost_verify, draw_box=cost_draw),
+                       as_json)
+        return
     try:
         report = run_simulation(
             store, ground_truth, thresholds, budget,
@@ -77,6 +96,30 @@ def simulate_review(
         f"recall {_number(report.recall)}.",
         soft_wrap=True,
     )
+
+
+def _simulate_loop(store, dataset, ground_truth, thresholds, config, folds, batch, learn, stop, audit, fit,
+                   cost, as_json) -> None:
+    from bootstrap.evaluation.ground_truth import GroundTruthError
+    from bootstrap.evaluation.holdout import simulate_store
+
+    try:
+        result = simulate_store(
+            store, ground_truth, thresholds, folds=folds, batch=batch, learn=learn, stop=stop,
+            audit=audit, fit=fit, ontology_config=pipeline_config(config, dataset).ontology, cost=cost,
+        )
+    except (GroundTruthError, ValueError) as error:
+        fail(str(error), code=2)
+    if as_json:
+        print(json.dumps(result))
+        return
+    table = Table(title=f"simulated review loop of {dataset}")
+    for column in ("fold", "images", "opened", "shown", "drawn", "human time", "precision", "recall"):
+        table.add_column(column)
+    for name, row in [*((str(i), f) for i, f in enumerate(result["folds"])), ("all", result["pooled"])]:
+        table.add_row(name, *(str(row[k]) for k in ("images", "opened", "shown", "drawn")),
+                      f"{100 * row['cost_fraction']:.1f}%", f"{row['precision']:.3f}", f"{row['recall']:.3f}")
+    out.print(table)
 
 
 def evaluate(

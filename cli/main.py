@@ -113,9 +113,17 @@ def annotate(
 
 
 @app.command()
-def status(dataset: DatasetArg, as_json: JsonOpt = False) -> None:
-    """Counts for a dataset: samples, failures, stored boxes, images per state."""
-    report = open_existing(dataset).status()
+def status(dataset: DatasetArg, as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
+    """Counts for a dataset: samples, failures, stored boxes, images per state, and the
+    stopping rule (estimated precision/recall of the export now)."""
+    from bootstrap.review_learning import quality_estimate
+
+    store = open_existing(dataset)
+    report = store.status()
+    pipeline = pipeline_config(config, dataset)
+    targets = (pipeline.review.target_precision, pipeline.review.target_recall)
+    estimate = quality_estimate(store, pipeline.triage)
+    report["quality_estimate"] = estimate.to_dict(targets)
     if as_json:
         print(json.dumps(report))
         return
@@ -126,6 +134,7 @@ def status(dataset: DatasetArg, as_json: JsonOpt = False) -> None:
     for state, count in report["states"].items():
         table.add_row(f"state: {state}", str(count))
     out.print(table)
+    out.print(estimate.markdown(targets).replace("**", ""), soft_wrap=True)
 
 
 @app.command("app")
@@ -155,10 +164,13 @@ def triage(
     as_json: JsonOpt = False,
 ) -> None:
     """Re-route stored predictions with (new) thresholds: no inference, human boxes kept."""
+    from bootstrap.review_learning import effective_triage
     from bootstrap.triage import apply_triage
 
     thresholds = triage_config(config, dataset, accept, reject)
-    counts = apply_triage(open_existing(dataset), thresholds)
+    store = open_existing(dataset)
+    # What the dataset learned from its reviews stays on top of the given thresholds.
+    counts = apply_triage(store, effective_triage(store, thresholds))
     if as_json:
         print(json.dumps(counts))
         return

@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from cli.common import DatasetArg, err, fail, launch_app, open_existing, out
+from cli.common import (
+    ConfigOpt,
+    DatasetArg,
+    err,
+    fail,
+    launch_app,
+    open_existing,
+    out,
+    pipeline_config,
+)
 
 app = typer.Typer(
     help="Queue images for people, apply what they decided, or review in Label Studio.",
@@ -23,12 +32,14 @@ def queue(
     budget: BudgetOpt = None,
     open_app: Annotated[bool, typer.Option("--open", help="Open the App on the queue.")] = False,
     port: Annotated[int, typer.Option(help="App port on 127.0.0.1.")] = 5151,
+    config: ConfigOpt = None,
 ) -> None:
-    """Save the highest-priority images waiting for review as the saved view `review-queue`."""
-    from bootstrap.review import build_review_queue
+    """Save the highest-priority images waiting for review as the saved view `review-queue`
+    (the random audit's images first: `review.audit`)."""
+    from bootstrap.review_learning import queue_batch
 
     store = open_existing(dataset)
-    batch = build_review_queue(store, budget)
+    batch = queue_batch(store, pipeline_config(config, dataset), budget)
     out.print(
         f"{len(batch.sample_ids)} of {batch.waiting} images waiting for review are queued in "
         f"the saved view '{batch.view_name}', highest priority first.",
@@ -42,16 +53,29 @@ def queue(
 def apply(
     dataset: DatasetArg,
     reviewer: Annotated[str | None, typer.Option(help="Who reviewed (default: $USER).")] = None,
+    config: ConfigOpt = None,
 ) -> None:
-    """Make reviewers' decisions final: drop `reject`-tagged boxes, confirm the rest."""
+    """Make reviewers' decisions final: drop `reject`-tagged boxes, confirm the rest; then learn
+    thresholds from the reviews (`review.learn`) and say whether the targets are met."""
     from bootstrap.review import apply_reviews
+    from bootstrap.review_learning import after_apply
 
-    report = apply_reviews(open_existing(dataset), reviewer or os.environ.get("USER"))
+    store = open_existing(dataset)
+    report = apply_reviews(store, reviewer or os.environ.get("USER"))
     out.print(
         f"applied {report['images']} reviewed images: {report['confirmed']} boxes confirmed, "
         f"{report['rejected']} rejected, {report['drawn']} drawn by hand",
         soft_wrap=True,
     )
+    followed = after_apply(store, pipeline_config(config, dataset), report, batch="cli")
+    if followed["learning"]:
+        entry = followed["learning"]
+        out.print(
+            f"thresholds learned from {entry['evidence_boxes']} reviewed boxes: "
+            f"{entry['classes_changed']} classes moved; re-triaged: {entry['routed']}",
+            soft_wrap=True,
+        )
+    out.print(followed["estimate_markdown"].replace("**", ""), soft_wrap=True)
 
 
 @app.command()

@@ -9,14 +9,21 @@ saved view ``review-queue``).
 
 from __future__ import annotations
 
-from prefect import flow, task
+from prefect import flow, runtime, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 
 from bootstrap.config import load_pipeline_config
-from bootstrap.review import ReviewQueue, apply_reviews, build_review_queue, queue_markdown
+from bootstrap.review import ReviewQueue, apply_reviews, queue_markdown
+from bootstrap.review_learning import (
+    after_apply,
+    effective_triage,
+    learning_markdown,
+    quality_estimate,
+    queue_batch,
+)
 from bootstrap.store import ImageStore
 from bootstrap.triage import apply_triage
 from flows import artifact_key
@@ -32,12 +39,27 @@ class ReviewDone(RunInput):
 @task(cache_policy=NONE)
 def triage_dataset(dataset: str, config_path: str | None) -> dict[str, int]:
     config = load_pipeline_config(config_path, dataset=dataset)
-    return apply_triage(ImageStore.open_existing(dataset), config.triage)
+    store = ImageStore.open_existing(dataset)
+    return apply_triage(store, effective_triage(store, config.triage))
 
 
 @task(cache_policy=NONE)
-def queue_review_batch(dataset: str, budget: int | None) -> ReviewQueue:
-    return build_review_queue(ImageStore.open_existing(dataset), budget)
+def queue_review_batch(dataset: str, budget: int | None, config_path: str | None) -> ReviewQueue:
+    config = load_pipeline_config(config_path, dataset=dataset)
+    return queue_batch(ImageStore.open_existing(dataset), config, budget)
+
+
+@task(cache_policy=NONE)
+def export_quality(dataset: str, config_path: str | None) -> str:
+    config = load_pipeline_config(config_path, dataset=dataset)
+    targets = (config.review.target_precision, config.review.target_recall)
+    return quality_estimate(ImageStore.open_existing(dataset), config.triage).markdown(targets)
+
+
+@task(cache_policy=NONE)
+def learn_and_estimate(dataset: str, config_path: str | None, applied: dict, batch: str) -> dict:
+    config = load_pipeline_config(config_path, dataset=dataset)
+    return after_apply(ImageStore.open_existing(dataset), config, applied, batch)
 
 
 @task(cache_policy=NONE)
@@ -58,7 +80,8 @@ def review(
     retriage: bool = True,
     timeout_hours: float = 24.0,
 ) -> dict:
-    """Queue the next review batch, wait for the reviewer, apply their decisions.
+    """Queue the next review batch, wait for the reviewer, apply their decisions, learn
+    thresholds from them and publish the stopping rule (artifact ``review-result-<dataset>``).
 
     Args:
         dataset: FiftyOne dataset name.
@@ -68,9 +91,10 @@ def review(
         timeout_hours: how long to wait for the reviewer before the run fails.
     """
     routed = triage_dataset(dataset, config_path) if retriage else {}
-    queue = queue_review_batch(dataset, budget)
+    queue = queue_review_batch(dataset, budget, config_path)
     create_markdown_artifact(
-        markdown=queue_markdown(dataset, queue, count_states(dataset)),
+        markdown=queue_markdown(dataset, queue, count_states(dataset))
+        + "\n\n" + export_quality(dataset, config_path),
         key=artifact_key("review-queue", dataset),
         description="Review batch",
     )
@@ -89,4 +113,12 @@ def review(
         poll_interval=2,
     )
     applied = apply_review_decisions(dataset, answer.reviewer) if answer.done else {}
-    return {"routed": routed, "queued": len(queue.sample_ids), "applied": applied}
+    followed = learn_and_estimate(dataset, config_path, applied, batch=str(runtime.flow_run.id))
+    create_markdown_artifact(
+        markdown=f"# After the review of `{dataset}`\n\n{learning_markdown(followed['learning'])}\n\n"
+        + followed["estimate_markdown"],
+        key=artifact_key("review-result", dataset),
+        description="Thresholds learned from the batch, and the stopping rule",
+    )
+    return {"routed": routed, "queued": len(queue.sample_ids), "applied": applied,
+            "learning": followed["learning"], "estimate": followed["estimate"]}

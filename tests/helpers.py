@@ -18,6 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 COCO = SHARED / "data" / "coco128-train"
 MODELS = SHARED / "models"
+#: One model, one pass (configs/single-model.yaml): tests of mechanics use it so that they do not
+#: depend on, or pay for, the default policy's four inference passes.
+PLAIN_CONFIG = str(ROOT / "configs" / "single-model.yaml")
 
 
 def _weights_available() -> bool:

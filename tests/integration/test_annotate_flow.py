@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from bootstrap.store import ImageStore
-from tests.helpers import needs_model, post_prefect_filter
+from tests.helpers import PLAIN_CONFIG, needs_model, post_prefect_filter
 
 pytestmark = [needs_model, pytest.mark.usefixtures("prefect_api")]
 
@@ -13,7 +13,8 @@ pytestmark = [needs_model, pytest.mark.usefixtures("prefect_api")]
 def _run(folder, dataset, **kwargs):
     from flows.annotate import annotate
 
-    return annotate(sources=[str(folder)], dataset=dataset, detector={"batch_size": 2}, **kwargs)
+    return annotate(sources=[str(folder)], dataset=dataset, detector={"batch_size": 2},
+                    **{"config_path": PLAIN_CONFIG} | kwargs)
 
 
 def test_flow_annotates_records_failures_and_rerun_adds_nothing(image_folder, dataset_name):

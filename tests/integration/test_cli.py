@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from tests.helpers import ROOT, needs_model
+from tests.helpers import PLAIN_CONFIG, ROOT, needs_model
 
 runner = CliRunner()
 
@@ -23,7 +23,8 @@ def test_status_of_unknown_dataset(dataset_name):
 @pytest.mark.usefixtures("prefect_api")
 def test_annotate_then_status_json(image_folder, dataset_name):
     result = runner.invoke(
-        app, ["annotate", str(image_folder), "--dataset", dataset_name, "--batch-size", "3", "--json"]
+        app, ["annotate", str(image_folder), "--dataset", dataset_name, "--batch-size", "3", "--json",
+             "--config", PLAIN_CONFIG]
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout[result.stdout.index("{"):])
@@ -56,14 +57,14 @@ def test_triage_review_and_apply_commands(image_folder, dataset_name):
     from bootstrap.annotate import run_annotation
     from bootstrap.config import load_pipeline_config
 
-    run_annotation(load_pipeline_config(None, dataset=dataset_name, sources=[str(image_folder)]))
-    strict = runner.invoke(app, ["triage", dataset_name, "--accept", "0.99", "--json"])
+    run_annotation(load_pipeline_config(PLAIN_CONFIG, dataset=dataset_name, sources=[str(image_folder)]))
+    strict = runner.invoke(app, ["triage", dataset_name, "--accept", "0.99", "--json", "--config", PLAIN_CONFIG])
     assert strict.exit_code == 0, strict.output
     counts = json.loads(strict.stdout)
     assert sum(counts.values()) == 6 and counts.get("auto_accepted", 0) == 0
-    queued = runner.invoke(app, ["review", "queue", dataset_name, "--budget", "2"])
+    queued = runner.invoke(app, ["review", "queue", dataset_name, "--budget", "2", "--config", PLAIN_CONFIG])
     assert queued.exit_code == 0 and "2 of" in queued.output and "review-queue" in queued.output
-    applied = runner.invoke(app, ["review", "apply", dataset_name])
+    applied = runner.invoke(app, ["review", "apply", dataset_name, "--config", PLAIN_CONFIG])
     assert applied.exit_code == 0 and "applied 0 reviewed images" in applied.output
     bad = runner.invoke(app, ["triage", dataset_name, "--accept", "0.2", "--reject", "0.5"])
     assert bad.exit_code == 2 and "reject (0.5) is above accept (0.2)" in bad.output

@@ -21,7 +21,7 @@ from bootstrap.evaluation.report import write_report
 from bootstrap.ontology import Ontology
 from bootstrap.store import ImageStore
 from bootstrap.triage import apply_triage
-from tests.helpers import COCO, add_images, needs_model, set_image
+from tests.helpers import COCO, PLAIN_CONFIG, add_images, needs_model, set_image
 
 A = [0.10, 0.10, 0.20, 0.20]
 B = [0.50, 0.50, 0.30, 0.30]
@@ -134,7 +134,7 @@ def coco128():
     import fiftyone as fo
 
     name = f"test-calibrate-{uuid.uuid4().hex[:8]}"
-    config = load_pipeline_config(None, dataset=name, sources=[str(COCO / "images")], detector={"image_size": 320})
+    config = load_pipeline_config(PLAIN_CONFIG, dataset=name, sources=[str(COCO / "images")], detector={"image_size": 320})
     run_annotation(config)
     store = ImageStore(name)
     import_ground_truth(store, COCO, Ontology(None))
@@ -154,7 +154,7 @@ def test_calibration_reaches_a_reachable_target_on_coco128(coco128, target):
     assert result.reached and result.precision >= target
     # Independently: re-triage with the thresholds, then FiftyOne's own count of the accepted
     # boxes of the calibrated classes.
-    triage = calibrated_triage(load_pipeline_config(None, dataset=coco128.name).triage, result).model_copy(
+    triage = calibrated_triage(load_pipeline_config(PLAIN_CONFIG, dataset=coco128.name).triage, result).model_copy(
         update={"class_confusion_iou": None, "likely_misses_at": None})
     apply_triage(coco128, triage)
     names = [c.label for c in calibrated]
@@ -186,7 +186,7 @@ def test_evaluate_flow_publishes_the_report_as_artifacts(image_folder, dataset_n
     from flows.evaluate import evaluate as evaluate_flow
     from tests.helpers import post_prefect_filter
 
-    run_annotation(load_pipeline_config(None, dataset=dataset_name, sources=[str(image_folder)]))
+    run_annotation(load_pipeline_config(PLAIN_CONFIG, dataset=dataset_name, sources=[str(image_folder)]))
     result = evaluate_flow(dataset_name, str(COCO), str(tmp_path / "report"), simulate=False)
     summary = result["summary"]
     assert summary["tp"] > 0 and 0 < summary["precision"] <= 1

@@ -26,7 +26,7 @@ from bootstrap.labelstudio import (
     to_label_studio_box,
 )
 from bootstrap.review import apply_reviews
-from tests.helpers import needs_model
+from tests.helpers import PLAIN_CONFIG, needs_model
 from tests.labelstudio_server import LS_BIN, USER, free_port, start_fresh
 
 # -- conversions ---------------------------------------------------------------------------
@@ -181,7 +181,7 @@ def test_round_trip_through_a_real_label_studio(label_studio, image_folder, data
     from bootstrap.store import ImageStore
     from cli.main import app
 
-    config = load_pipeline_config(None, dataset=dataset_name, sources=[str(image_folder)], detector={"batch_size": 3})
+    config = load_pipeline_config(PLAIN_CONFIG, dataset=dataset_name, sources=[str(image_folder)], detector={"batch_size": 3})
     run_annotation(config)
     store = ImageStore(dataset_name)
     queue = build_review_queue(store)

@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from bootstrap.store import ImageStore
-from tests.helpers import confirm_queue_and_resume, needs_model, wait_for_paused_run
+from tests.helpers import PLAIN_CONFIG, confirm_queue_and_resume, needs_model, wait_for_paused_run
 
 
 @needs_model
@@ -20,7 +20,7 @@ def test_bootstrap_flow_runs_through_the_review_pause(image_folder, dataset_name
     def run():
         try:
             outcome.append(bootstrap(
-                sources=[str(image_folder)], dataset=dataset_name, review_budget=2,
+                sources=[str(image_folder)], dataset=dataset_name, review_budget=2, config_path=PLAIN_CONFIG,
                 export_dir=str(export_dir),
             ))
         except Exception as err:  # noqa: BLE001  (reported by the assertions below)

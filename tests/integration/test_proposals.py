@@ -1,12 +1,13 @@
 """Fused proposals from the real models on real photos, stored and triaged."""
 
+import numpy as np
 import pytest
 
 from bootstrap.config import DetectorConfig
 from bootstrap.decode import decode_image
 from bootstrap.detectors import load_detector
 from bootstrap.schema import MODEL_SUPPORT, TTA_SUPPORT
-from tests.helpers import needs_model
+from tests.helpers import PLAIN_CONFIG, needs_model
 
 
 @needs_model
@@ -33,7 +34,7 @@ def test_fused_proposals_are_stored_and_triaged_with_their_support(image_folder,
     from bootstrap.annotate import run_annotation
     from bootstrap.config import load_pipeline_config
 
-    config = load_pipeline_config(None, dataset=dataset_name, sources=[str(image_folder)], detector={"tta": ["hflip"]})
+    config = load_pipeline_config(PLAIN_CONFIG, dataset=dataset_name, sources=[str(image_folder)], detector={"tta": ["hflip"]})
     summary = run_annotation(config)
     assert summary.boxes > 0
     dataset = fo.load_dataset(dataset_name)
@@ -47,3 +48,22 @@ def test_fused_proposals_are_stored_and_triaged_with_their_support(image_folder,
         assert sample.tta_disagreement == pytest.approx(sum(1 - box.tta_support for box in kept), abs=1e-5)
         if sample.tta_disagreement >= config.triage.disagreement_at:
             assert sample.state == "needs_review"
+
+
+@needs_model
+def test_a_missing_second_model_is_left_out_with_a_warning(caplog):
+    with caplog.at_level("WARNING", logger="bootstrap.proposals"):
+        detector = load_detector(DetectorConfig(min_confidence=0.05, second_model="/nowhere/yolo99x.pt"))
+    assert detector.name == "yolov8n.pt"  # the first model alone, no fusion
+    assert "second model left out" in caplog.text and "yolo99x.pt" in caplog.text
+
+
+@needs_model
+def test_the_large_view_runs_for_each_model(coco_images):
+    detector = load_detector(DetectorConfig(min_confidence=0.05, tta=("large",), second_model="yolo26n.pt",
+                                            image_size=320))
+    assert detector.name == "yolov8n.pt+large+yolo26n.pt"
+    found = detector.predict([decode_image(coco_images[0]).pixels])[0]
+    assert set(found.extras) == {TTA_SUPPORT, MODEL_SUPPORT}
+    # the share of the first model's two views (0: only the second model found it)
+    assert set(np.unique(found.extras[TTA_SUPPORT])) <= {0.0, 0.5, 1.0}

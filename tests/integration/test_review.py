@@ -16,14 +16,14 @@ from bootstrap.ontology import Ontology
 from bootstrap.review import apply_reviews, build_review_queue
 from bootstrap.store import ImageResult, ImageStore
 from bootstrap.triage import apply_triage
-from tests.helpers import COCO, needs_model
+from tests.helpers import COCO, PLAIN_CONFIG, needs_model
 
 pytestmark = needs_model
 
 
 @pytest.fixture
 def annotated(image_folder, dataset_name):
-    config = load_pipeline_config(None, dataset=dataset_name, sources=[str(image_folder)], detector={"batch_size": 3})
+    config = load_pipeline_config(PLAIN_CONFIG, dataset=dataset_name, sources=[str(image_folder)], detector={"batch_size": 3})
     run_annotation(config)
     return ImageStore(dataset_name), config
 

@@ -7,7 +7,7 @@ import pytest
 from bootstrap.annotate import run_annotation
 from bootstrap.config import load_pipeline_config
 from bootstrap.store import ImageStore
-from tests.helpers import confirm_queue_and_resume, needs_model, wait_for_paused_run
+from tests.helpers import PLAIN_CONFIG, confirm_queue_and_resume, needs_model, wait_for_paused_run
 
 pytestmark = [needs_model, pytest.mark.usefixtures("prefect_api")]
 
@@ -16,10 +16,10 @@ def test_review_flow_pauses_then_applies_on_resume(image_folder, dataset_name):
 
     from flows.review import review
 
-    run_annotation(load_pipeline_config(None, dataset=dataset_name, sources=[str(image_folder)]))
+    run_annotation(load_pipeline_config(PLAIN_CONFIG, dataset=dataset_name, sources=[str(image_folder)]))
     store = ImageStore(dataset_name)
     outcome = []
-    runner = threading.Thread(target=lambda: outcome.append(review(dataset=dataset_name, budget=2)))
+    runner = threading.Thread(target=lambda: outcome.append(review(dataset=dataset_name, budget=2, config_path=PLAIN_CONFIG)))
     runner.start()
     paused = wait_for_paused_run(dataset_name, timeout=120)
     assert runner.is_alive() and not outcome
@@ -31,3 +31,9 @@ def test_review_flow_pauses_then_applies_on_resume(image_folder, dataset_name):
     assert outcome[0]["applied"]["images"] == 2
     assert set(store.dataset.match_tags("reviewed").values("reviewed_by")) == {"ana"}
     assert store.status()["states"]["reviewed"] == 2
+    # After applying, the flow learned thresholds from the two images and recorded it.
+    store.dataset.reload()
+    learning = outcome[0]["learning"]
+    assert learning["evidence_boxes"] > 0 and learning["batch"]
+    assert store.dataset.info["learned_triage"]["history"][-1]["evidence_boxes"] == learning["evidence_boxes"]
+    assert outcome[0]["estimate"]["reviewed"] == 2

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from bootstrap.store import ImageStore
-from tests.helpers import needs_model, post_prefect_filter
+from tests.helpers import PLAIN_CONFIG, needs_model, post_prefect_filter
 
 
 def _dataset_view(name: str) -> dict[str, tuple]:
@@ -41,7 +41,7 @@ def test_two_runs_at_once_on_one_dataset_store_and_detect_each_image_once(
             both_ready.wait(timeout=60)
             results.append(
                 annotate(sources=[str(image_folder)], dataset=dataset_name,
-                         detector={"batch_size": 2}, chunk_size=2)
+                         detector={"batch_size": 2}, chunk_size=2, config_path=PLAIN_CONFIG)
             )
         except Exception as err:  # noqa: BLE001  (reported by the assertion below)
             errors.append(err)
@@ -81,7 +81,8 @@ def test_dask_local_cluster_gives_the_same_dataset_as_one_process(image_folder, 
     from flows.annotate import annotate
 
     single = f"{dataset_name}-single"
-    options = dict(sources=[str(image_folder)], detector={"batch_size": 2}, chunk_size=2)
+    options = dict(sources=[str(image_folder)], detector={"batch_size": 2}, chunk_size=2,
+                   config_path=PLAIN_CONFIG)
     try:
         reference = annotate(dataset=single, **options)
         # Our own cluster, passed by address (the several-machines path), so that we can ask

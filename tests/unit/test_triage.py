@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from bootstrap.config import TriageConfig
+from bootstrap.config import ScoreModel, TriageConfig
 from bootstrap.schema import ImageState, Route
-from bootstrap.triage import route_boxes, thresholds, triage_image
+from bootstrap.triage import box_scores, route_boxes, thresholds, triage_image
 
 CONFIG = TriageConfig(accept=0.7, reject=0.3, per_class={"person": {"accept": 0.9}, "cat": {"reject": 0.1}})
 
@@ -99,3 +99,29 @@ def test_signals_can_be_switched_off():
     )
     assert set(outcome.signals.values()) == {0.0}
     assert outcome.state == ImageState.AUTO_ACCEPTED
+
+
+def test_review_at_exports_images_with_few_expected_corrections_unreviewed():
+    boxes = np.array([[0.1, 0.1, 0.2, 0.2], [0.5, 0.5, 0.2, 0.2]])
+    config = TriageConfig(accept=0.7, reject=0.25, class_confusion_iou=None, likely_misses_at=None)
+    sure_and_one_doubt = (["car", "car"], np.array([0.9, 0.95]))
+    doubt = triage_image(*sure_and_one_doubt[:1], np.array([0.9, 0.3]), boxes, config)
+    assert doubt.state == ImageState.NEEDS_REVIEW and doubt.priority == pytest.approx(0.6)
+    lenient = config.model_copy(update={"review_at": 1.0})
+    assert triage_image(["car", "car"], np.array([0.9, 0.3]), boxes, lenient).state == ImageState.AUTO_ACCEPTED
+    assert triage_image(["car", "car"], np.array([0.3, 0.3]), boxes, lenient).state == ImageState.NEEDS_REVIEW
+    assert triage_image(["car"], np.array([0.4]), boxes[:1], lenient).state == ImageState.EMPTY
+
+
+def test_score_model_routes_on_probability_and_identity_weights_change_nothing():
+    confidences = np.array([0.2, 0.5, 0.8])
+    xywh = np.array([[0, 0, 0.1, 0.1]] * 3)
+    identity = TriageConfig(score_model=ScoreModel())
+    assert box_scores(identity, confidences, xywh) == pytest.approx(confidences, abs=1e-9)
+    agreed = TriageConfig(score_model=ScoreModel(model_support=2.0, bias=-2.0))
+    support = {"model_support": np.array([1.0, 0.5, 0.0])}
+    scores = box_scores(agreed, np.array([0.5, 0.5, 0.5]), xywh, support)
+    assert scores[0] == pytest.approx(0.5) and scores[0] > scores[1] > scores[2]
+    outcome = triage_image(["car"] * 3, np.array([0.5, 0.5, 0.5]), xywh,
+                           agreed.model_copy(update={"accept": 0.45, "reject": 0.2}), support)
+    assert outcome.routes == (Route.ACCEPT, Route.REVIEW, Route.REJECT)
