@@ -15,6 +15,7 @@ from rich.table import Table
 
 from bootstrap import progress
 from bootstrap.config import ConfigError, config_from_flags
+from bootstrap.lease import DEFAULT_WAIT_SECONDS, LeaseBusy
 
 app = typer.Typer(
     help="Turn raw image folders into labelled object-detection datasets.",
@@ -75,6 +76,12 @@ def annotate(
     max_chunks: Annotated[
         int | None, typer.Option(help="Stop after N chunks; the rest stays pending.")
     ] = None,
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait while another live run annotates the dataset.")
+    ] = DEFAULT_WAIT_SECONDS,
+    force: Annotated[
+        bool, typer.Option(help="Take the dataset's lease from the run holding it, even a live one.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect logs.")] = False,
 ) -> None:
@@ -99,7 +106,12 @@ def annotate(
     progress.set_listener(_RichBars(bars))
     try:
         with bars:
-            summary = annotate_flow(config_path=config_path, max_chunks=max_chunks, **flags)
+            summary = annotate_flow(
+                config_path=config_path, max_chunks=max_chunks, wait_seconds=wait, force=force,
+                **flags,
+            )
+    except LeaseBusy as error:
+        _fail(str(error))
     finally:
         progress.set_listener(None)
     if as_json:
