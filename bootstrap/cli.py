@@ -93,6 +93,7 @@ def annotate(
     )
     config_path = str(config) if config else None
     _validate_or_exit(config_path, flags)
+    _database_or_exit()
     if not verbose:
         # Prefect's run logs still reach the API (and the UI); only the console is quieted.
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
@@ -166,6 +167,7 @@ def open_app(
 @app.command()
 def datasets() -> None:
     """List the datasets in the FiftyOne database."""
+    _database_or_exit()
     import fiftyone as fo
 
     for name in fo.list_datasets():
@@ -389,6 +391,39 @@ def _print_summary(summary: dict) -> None:
         f"[bold]bootstrap status {summary['dataset']}[/] for counts.",
         soft_wrap=True,
     )
+
+
+def _database_or_exit() -> None:
+    from bootstrap.doctor import DatabaseWedged, check_database_not_wedged
+
+    try:
+        check_database_not_wedged()
+    except DatabaseWedged as error:
+        _fail(str(error))
+
+
+@app.command()
+def doctor(
+    fix: Annotated[
+        bool, typer.Option(help="Stop a leftover mongod of ours, clear stale leases.")
+    ] = False,
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The findings as a JSON list.")] = False,
+) -> None:
+    """Check the database, leftover mongod processes, dataset leases, Prefect and weights."""
+    from bootstrap.doctor import run_checks
+
+    findings = run_checks(fix=fix, config_path=str(config) if config else None)
+    if as_json:
+        print(json.dumps([f.to_dict() for f in findings]))
+    else:
+        colour = {"ok": "green", "warn": "yellow", "fail": "red"}
+        for f in findings:
+            out.print(f"[{colour[f.status]}]{f.status:>4}[/] {f.check}: {f.message}", soft_wrap=True)
+            if f.fix:
+                out.print(f"     {'fixed' if f.fixed else 'fix'}: {f.fix}", soft_wrap=True)
+    if any(f.status == "fail" for f in findings):
+        raise typer.Exit(1)
 
 
 def _fail(message: str, code: int = 1) -> None:
