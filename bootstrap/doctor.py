@@ -168,11 +168,25 @@ def stop_mongod(mongod: MongodProcess, timeout: float = 30.0) -> None:
     if abs(process.create_time() - mongod.started) > 1.0:
         return  # it exited and its PID went to another process
     process.terminate()
-    try:
-        process.wait(timeout)
-    except psutil.TimeoutExpired:
+    if not _exited(process, timeout):
         process.kill()
-        process.wait(10)
+        _exited(process, 10)
+
+
+def _exited(process, timeout: float) -> bool:
+    # Not process.wait(): an orphan is not our child, and until its new parent reaps it, it
+    # lingers as a zombie that psutil would count as running.
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 # -- the checks ---------------------------------------------------------------------------------
