@@ -142,7 +142,8 @@ def check_database_not_wedged() -> None:
     """Fail fast, with the reason, where FiftyOne would wait a minute and then fail obscurely.
 
     Cheap (one scan of the process table); once it has passed, it is not repeated in this
-    process. No-op with ``FIFTYONE_DATABASE_URI`` (a database someone else runs).
+    process. No-op with ``FIFTYONE_DATABASE_URI`` (a database someone else runs) and in a
+    child of a connected FiftyOne process (it connects to its parent's mongod).
 
     Raises:
         DatabaseWedged: a leftover mongod holds the bundled database's folder.
@@ -151,7 +152,9 @@ def check_database_not_wedged() -> None:
     if _checked_ok:
         return
     uri, folder = database_settings()
-    if uri is None:
+    # FiftyOne sets this in a process that has connected; its children use that mongod as it is.
+    inherited = os.environ.get("FIFTYONE_PRIVATE_DATABASE_PORT")
+    if uri is None and not inherited:
         leftover = leftover_mongods(folder)
         if leftover:
             raise DatabaseWedged(wedged_message(leftover, folder))

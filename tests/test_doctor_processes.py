@@ -8,9 +8,13 @@ from pathlib import Path
 
 import psutil
 import pytest
+from typer.testing import CliRunner
 
 from bootstrap import doctor
+from bootstrap.cli import app
 from bootstrap.store import ImageStore, StoreError
+
+runner = CliRunner()
 
 
 def _bundled_mongod() -> Path:
@@ -50,12 +54,14 @@ def our_folder(tmp_path, monkeypatch):
     folder = tmp_path / "db"
     monkeypatch.setenv("FIFTYONE_DATABASE_DIR", str(folder))
     monkeypatch.delenv("FIFTYONE_DATABASE_URI", raising=False)
+    # As in a new shell: not a child of a connected FiftyOne process.
+    monkeypatch.delenv("FIFTYONE_PRIVATE_DATABASE_PORT", raising=False)
     monkeypatch.setattr(doctor, "_checked_ok", False)
     return folder
 
 
 def test_a_leftover_mongod_is_recognised_at_once_and_fix_stops_only_it(
-    tmp_path, our_folder, start_mongod
+    tmp_path, our_folder, start_mongod, monkeypatch
 ):
     leftover = start_mongod(our_folder)
     elsewhere = start_mongod(tmp_path / "other-db")  # another folder's: never ours to stop
@@ -67,6 +73,20 @@ def test_a_leftover_mongod_is_recognised_at_once_and_fix_stops_only_it(
     message = str(wedged.value)
     assert f"mongod pid {leftover.pid}" in message and f"data folder {our_folder}" in message
     assert "bootstrap doctor --fix" in message and f"kill {leftover.pid}" in message
+
+    # A child of a connected FiftyOne process uses its parent's mongod: not blocked.
+    monkeypatch.setenv("FIFTYONE_PRIVATE_DATABASE_PORT", "27017")
+    doctor.check_database_not_wedged()
+    monkeypatch.delenv("FIFTYONE_PRIVATE_DATABASE_PORT")
+    monkeypatch.setattr(doctor, "_checked_ok", False)
+
+    # The command line says the same, at once, for commands that open FiftyOne directly.
+    listed = runner.invoke(app, ["datasets"])
+    assert listed.exit_code == 1 and f"mongod pid {leftover.pid}" in listed.output
+    checked = runner.invoke(app, ["doctor"])
+    assert checked.exit_code == 1
+    assert f"fail mongod: FiftyOne's bundled database cannot start: mongod pid {leftover.pid}" in checked.output
+    assert "fix: Recover: `bootstrap doctor --fix`" in checked.output
 
     findings = {f.check: f for f in doctor.run_checks()}
     assert findings["mongod"].status == "fail" and str(leftover.pid) in findings["mongod"].message

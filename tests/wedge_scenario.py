@@ -30,12 +30,16 @@ from tests.processes import BOOTSTRAP, wait_for
 TOTAL_IMAGES = 16
 
 
-def _database(folder: Path):
+def _database(folder: Path, owner: subprocess.Popen):
     """The fiftyone database of the mongod on ``folder``, straight through pymongo (a FiftyOne
     client would register itself with the database service and change what we test)."""
     from pymongo import MongoClient
 
-    mongod = wait_for(lambda: mongods_on(folder), f"a mongod on {folder}", timeout=300)[0]
+    def started():
+        assert owner.poll() is None, f"annotate exited ({owner.returncode}) before its mongod ran"
+        return mongods_on(folder)
+
+    mongod = wait_for(started, f"a mongod on {folder}", timeout=300)[0]
     ports = wait_for(lambda: [c.laddr[1] for c in psutil.Process(mongod.pid).net_connections("tcp")
                               if c.status == psutil.CONN_LISTEN], "mongod to listen")
     return MongoClient(port=ports[0], directConnection=True)["fiftyone"], mongod.pid
@@ -61,6 +65,9 @@ def main(folder: Path, dataset: str, work: Path) -> dict:
     env = dict(os.environ)
     env.pop("PREFECT_API_URL", None)
     env.pop("FIFTYONE_DATABASE_URI", None)
+    # Set by FiftyOne in a process that has connected (the test session): its children would
+    # then use that process's mongod directly and never start one of their own.
+    env.pop("FIFTYONE_PRIVATE_DATABASE_PORT", None)
     env.update(FIFTYONE_DATABASE_DIR=str(db_folder), PREFECT_HOME=str(work / "prefect"),
                BOOTSTRAP_LEASE_TTL="600")
     report: dict = {"db_folder": str(db_folder)}
@@ -68,7 +75,11 @@ def main(folder: Path, dataset: str, work: Path) -> dict:
     with open(work / "first.err", "w") as err:
         first = subprocess.Popen([BOOTSTRAP, *annotate, "--batch-size", "1"], env=env,
                                  stdout=subprocess.DEVNULL, stderr=err)
-    db, mongod_pid = _database(db_folder)
+    try:
+        db, mongod_pid = _database(db_folder, first)
+    except AssertionError as error:
+        stderr = (work / "first.err").read_text()[-3000:]
+        raise AssertionError(f"{error}\nannotate's stderr:\n{stderr}") from None
     report["mongod_pid"] = mongod_pid
     report["mongod_parent"] = " ".join(psutil.Process(psutil.Process(mongod_pid).ppid()).cmdline())
     wait_for(lambda: (doc := db.bootstrap_leases.find_one({"_id": f"annotate:{dataset}"}))
