@@ -322,7 +322,8 @@ def _check_prefect() -> Finding:
 
 def _check_weights(config_path: str | None) -> list[Finding]:
     from bootstrap.config import ConfigError, load_config
-    from bootstrap.detect import MODELS_ENV, DetectorError, resolve_weights
+    from bootstrap.detections import DetectorError
+    from bootstrap.yolo import MODELS_ENV, resolve_weights
 
     try:
         config = load_config(config_path)

@@ -1,5 +1,9 @@
-"""Shared fixtures: real images from ../shared, the real model, a real FiftyOne database, and a
-real (temporary) Prefect API."""
+"""Shared fixtures: real images from ../shared, a real FiftyOne database of the tests' own, and
+a real (temporary) Prefect API. Helpers that tests import are in ``tests/helpers.py``.
+
+Layers: ``tests/unit`` imports neither FiftyOne nor Prefect (``make test-fast``, seconds);
+``tests/integration`` uses the real model, database, flows and servers.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-COCO = SHARED / "data" / "coco128-train"
-MODELS = SHARED / "models"
+from bootstrap.environment import apply_defaults
+from tests.helpers import COCO, MODELS
 
 if MODELS.is_dir():
     os.environ.setdefault("BOOTSTRAP_MODELS", str(MODELS))
@@ -24,22 +26,7 @@ if "FIFTYONE_DATABASE_URI" not in os.environ:
         "FIFTYONE_DATABASE_DIR", str(Path(tempfile.gettempdir()) / "bootstrap-tests-fiftyone")
     )
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
-
-import bootstrap  # noqa: E402,F401  (sets the offline-friendly environment defaults)
-
-
-def _weights_available() -> bool:
-    folder = os.environ.get("BOOTSTRAP_MODELS")
-    return bool(folder) and (Path(folder) / "yolov8n.pt").is_file()
-
-
-needs_coco = pytest.mark.skipif(
-    not (COCO / "images").is_dir(), reason=f"real test images not found at {COCO}"
-)
-needs_model = pytest.mark.skipif(
-    not _weights_available(),
-    reason="yolov8n.pt not found: set BOOTSTRAP_MODELS to a folder holding it (../shared/models)",
-)
+apply_defaults()
 
 
 @pytest.fixture(scope="session")
@@ -77,31 +64,3 @@ def prefect_api():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
-
-
-def post_prefect_filter(path: str, body: dict) -> list[dict]:
-    """POST a Prefect ``/…/filter`` query with only the fields given.
-
-    prefect 3.8.8's client sends nulls (offset, flow_runs, task_runs) that its own server,
-    under fastapi 0.154, refuses with 422; the tests query the API directly instead.
-    """
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        response = client._client.post(path, json={"limit": 10, "offset": 0} | body)
-        response.raise_for_status()
-        return response.json()
-
-
-def confirm_queue_and_resume(store, flow_run_id, reviewer: str = "ana") -> int:
-    """Play the reviewer in the App on a paused run: confirm every queued image as it is
-    (sample tag ``reviewed``), then resume the run with the form's input. Returns how many
-    images were queued."""
-    from prefect.flow_runs import resume_flow_run
-
-    queued = store.dataset.load_saved_view("review-queue")
-    for sample in queued:
-        sample.tags.append("reviewed")
-        sample.save()
-    resume_flow_run(flow_run_id, run_input={"done": True, "reviewer": reviewer})
-    return len(queued)
