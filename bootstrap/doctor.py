@@ -230,7 +230,7 @@ def _check_leftover_mongod(folder: Path, fix: bool) -> Finding:
                        fix="stopped it (SIGTERM: clean shutdown)", fixed=True)
     message = wedged_message(leftover, folder)
     first, _, recover = message.rpartition("\n")
-    return Finding("mongod", "fail", first, fix=recover)
+    return Finding("mongod", "fail", first, fix=recover.removeprefix("Recover: "))
 
 
 def _check_database(uri: str | None, folder: Path, skip: bool) -> Finding:

@@ -215,13 +215,19 @@ def test_served_deployment_runs_recover_from_cancel_and_kill(tmp_path, photos, d
         deployment = wait_for(lambda: api.deployment("annotate/nightly"), "the served deployments",
                               timeout=240, every=1)
         # 4 chunks of 4 images, so each run stops between stored chunks.
-        params = {"dataset": dataset_name, "sources": [str(photos)], "batch_size": 1,
-                  "chunk_size": 4}
+        params = {"dataset": dataset_name, "sources": [str(photos)],
+                  "detector": {"batch_size": 1}, "chunk_size": 4}
 
         def run_until_a_chunk_is_stored(pending_before: int) -> tuple[str, dict]:
             run_id = api.run_deployment(deployment["id"], params)
-            held = wait_for(lambda: (doc := lease_doc(dataset_name)) and
-                            doc["owner"]["run_id"] == run_id and doc, f"run {run_id}'s lease")
+
+            def holds_the_lease():
+                state = api.state(run_id)
+                assert state not in ("COMPLETED", "FAILED", "CRASHED"), api.logs(run_id)[-3000:]
+                doc = lease_doc(dataset_name)
+                return doc if doc and doc["owner"]["run_id"] == run_id else None
+
+            held = wait_for(holds_the_lease, f"run {run_id}'s lease", every=0.5)
             wait_for(lambda: (counts := sample_counts(dataset_name))[0] == 16
                      and counts[1] < pending_before, "a stored chunk")
             return run_id, held
