@@ -362,6 +362,13 @@ def final_box_filter():
 
 
 def _import_fiftyone():
+    from bootstrap.doctor import DatabaseWedged, check_database_not_wedged
+
+    try:
+        # FiftyOne would wait a minute for a mongod that cannot start, then fail obscurely.
+        check_database_not_wedged()
+    except DatabaseWedged as err:
+        raise StoreError(str(err)) from None
     try:
         import fiftyone as fo  # heavy: starts or connects to MongoDB
     except Exception as err:  # noqa: BLE001 - FiftyOne raises many types for a dead database

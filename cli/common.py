@@ -27,6 +27,16 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def database_or_exit() -> None:
+    """Exit at once, saying why and how to recover, when the bundled database cannot start."""
+    from bootstrap.doctor import DatabaseWedged, check_database_not_wedged
+
+    try:
+        check_database_not_wedged()
+    except DatabaseWedged as error:
+        fail(str(error))
+
+
 def open_existing(dataset: str):
     """The dataset's ``ImageStore``, or exit naming the datasets there are."""
     from bootstrap.store import ImageStore, StoreError

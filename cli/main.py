@@ -19,12 +19,14 @@ from rich.table import Table
 from bootstrap import progress
 from bootstrap.config import DetectorOptions
 from bootstrap.environment import apply_defaults
+from bootstrap.lease import DEFAULT_WAIT_SECONDS, LeaseBusy
 from cli import evaluate as evaluate_commands
 from cli import review as review_commands
 from cli.common import (
     ConfigOpt,
     DatasetArg,
     JsonOpt,
+    database_or_exit,
     err,
     fail,
     launch_app,
@@ -33,6 +35,7 @@ from cli.common import (
     pipeline_config,
     triage_config,
 )
+from cli.doctor import doctor
 from cli.options import model_flags
 
 app = typer.Typer(
@@ -44,6 +47,7 @@ app.add_typer(review_commands.app, name="review")
 app.command("simulate-review")(evaluate_commands.simulate_review)
 app.command("evaluate")(evaluate_commands.evaluate)
 app.command("calibrate")(evaluate_commands.calibrate)
+app.command("doctor")(doctor)
 
 
 class _RichBars:
@@ -80,6 +84,12 @@ def annotate(
     max_chunks: Annotated[
         int | None, typer.Option(help="Stop after N chunks; the rest stays pending.")
     ] = None,
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait while another live run annotates the dataset.")
+    ] = DEFAULT_WAIT_SECONDS,
+    force: Annotated[
+        bool, typer.Option(help="Take the dataset's lease from the run holding it, even a live one.")
+    ] = False,
     as_json: JsonOpt = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect logs.")] = False,
 ) -> None:
@@ -87,6 +97,7 @@ def annotate(
     checked = pipeline_config(config, dataset, sources=sources, detector=detector)
     if not checked.sources:
         fail("no sources: give folders, files or globs, or set `sources` in the config", code=2)
+    database_or_exit()
     if not verbose:
         # Prefect's run logs still reach the API (and the UI); only the console is quieted.
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
@@ -102,8 +113,10 @@ def annotate(
         with bars:
             summary = annotate_flow(
                 sources=sources, dataset=dataset, config_path=str(config) if config else None,
-                detector=detector, max_chunks=max_chunks,
+                detector=detector, max_chunks=max_chunks, wait_seconds=wait, force=force,
             )
+    except LeaseBusy as error:
+        fail(str(error))
     finally:
         progress.set_listener(None)
     if as_json:
@@ -149,6 +162,7 @@ def open_app(
 @app.command()
 def datasets() -> None:
     """List the datasets in the FiftyOne database."""
+    database_or_exit()
     import fiftyone as fo
 
     for name in fo.list_datasets():

@@ -8,11 +8,9 @@ the dataset is the work queue.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from uuid import UUID
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
@@ -24,6 +22,7 @@ from prefect.runtime import flow_run
 
 from bootstrap import annotate as steps
 from bootstrap.config import DetectorOptions, PipelineConfig, load_pipeline_config
+from bootstrap.lease import DEFAULT_WAIT_SECONDS, hold_lease
 from flows import artifact_key
 from flows.runners import check_task_runner, dask_task_runner
 
@@ -100,29 +99,6 @@ def _report_progress(progress_id: UUID, batches: list[steps.BatchReport], pendin
     update_progress_artifact(progress_id, min(100.0, 100.0 * done / max(pending, 1)))
 
 
-@contextmanager
-def one_run_per_dataset(dataset: str) -> Iterator[None]:
-    """Hold the Prefect concurrency slot ``annotate-<dataset>`` (limit 1, created on first use).
-
-    Two runs on one dataset (a schedule firing while a manual run goes on) then take turns:
-    the second waits, then finds nothing new. The store's unique content hash would already
-    prevent duplicate samples; the slot also prevents detecting the same image twice.
-    """
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.concurrency.sync import concurrency
-    from prefect.exceptions import ObjectAlreadyExists
-
-    name = artifact_key("annotate", dataset)
-    with get_client(sync_client=True) as client:
-        try:
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-        except ObjectAlreadyExists:
-            pass
-    with concurrency(name, occupy=1, strict=True):
-        yield
-
-
 @flow(name="annotate", log_prints=True)
 def annotate(
     sources: list[str] | None = None,
@@ -132,6 +108,8 @@ def annotate(
     chunk_size: int | None = None,
     max_chunks: int | None = None,
     task_runner: str = "local",
+    wait_seconds: float = DEFAULT_WAIT_SECONDS,
+    force: bool = False,
 ) -> dict:
     """Pre-annotate every new image of the sources into a FiftyOne dataset.
 
@@ -145,14 +123,19 @@ def annotate(
         max_chunks: stop after this many chunks; the rest stays pending for the next run.
         task_runner: where chunks run: local (one after another in this process), dask or
             dask:N (N local Dask worker processes), or a Dask scheduler address tcp://host:8786.
+        wait_seconds: how long to wait while another live run annotates the same dataset
+            (runs on one dataset take turns; a dead run's lease is taken over at once).
+        force: take the dataset's lease from the run holding it, even a live one.
     """
     check_task_runner(task_runner)
     config = load_pipeline_config(config_path, dataset=dataset, sources=sources, detector=detector)
     runner = PrefectSteps(task_runner, config.dataset)
-    with one_run_per_dataset(config.dataset):
+    run_id = str(flow_run.get_id() or "local")
+    # One run per dataset at a time (bootstrap.lease): the second waits, then finds nothing new.
+    key = f"annotate:{config.dataset}"
+    with hold_lease(key, run_id, wait_seconds=wait_seconds, force=force, logger=get_run_logger()):
         summary = steps.run_annotation(
-            config, run_id=str(flow_run.get_id() or "local"), chunk_size=chunk_size,
-            max_chunks=max_chunks, runner=runner,
+            config, run_id=run_id, chunk_size=chunk_size, max_chunks=max_chunks, runner=runner,
         )
     create_markdown_artifact(
         markdown=(

@@ -1,6 +1,6 @@
 """Scale-out and concurrency of the `annotate` flow: real flow runs, real yolov8n, real FiftyOne.
 
-* two runs on one dataset started at once take turns (Prefect concurrency slot) and store
+* two runs on one dataset started at once take turns (the dataset's lease) and store
   every image once, detected once;
 * a 2-worker Dask LocalCluster (processes) gives the same dataset as the single-process run.
 """
@@ -52,7 +52,7 @@ def test_two_runs_at_once_on_one_dataset_store_and_detect_each_image_once(
     for runner in runners:
         runner.join(timeout=300)
     assert not errors and len(results) == 2, errors
-    # One run did the work, the other waited for the slot and found nothing new.
+    # One run did the work, the other waited for the lease and found nothing new.
     assert sorted(r["annotated"] for r in results) == [0, 6]
     assert sorted(r["new"] for r in results) == [0, 6]
     store = ImageStore(dataset_name)
