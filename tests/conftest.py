@@ -23,7 +23,6 @@ if "FIFTYONE_DATABASE_URI" not in os.environ:
     os.environ.setdefault(
         "FIFTYONE_DATABASE_DIR", str(Path(tempfile.gettempdir()) / "bootstrap-tests-fiftyone")
     )
-os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
 
 import bootstrap  # noqa: E402,F401  (sets the offline-friendly environment defaults)
 
@@ -79,18 +78,52 @@ def prefect_api():
         yield
 
 
-def post_prefect_filter(path: str, body: dict) -> list[dict]:
-    """POST a Prefect ``/…/filter`` query with only the fields given.
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """A real ``prefect server start`` on a free loopback port (as ``make server``), for tests
+    that need one outside this process: Prefect's CLI, served deployments, the UI."""
+    from tests.prefect_server import start
 
-    prefect 3.8.8's client sends nulls (offset, flow_runs, task_runs) that its own server,
-    under fastapi 0.154, refuses with 422; the tests query the API directly instead.
-    """
+    try:
+        server = start(tmp_path_factory.mktemp("prefect-home"))
+    except RuntimeError as error:
+        pytest.fail(str(error))
+    yield server
+    server.stop()
+
+
+def paused_flow_run_ids() -> list[str]:
+    """Ids of the flow runs paused (waiting for a person) on the current Prefect API."""
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    paused = FlowRunFilter(
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+    )
+    with get_client(sync_client=True) as client:
+        return [str(run.id) for run in client.read_flow_runs(flow_run_filter=paused)]
+
+
+def latest_artifacts(*keys: str) -> dict:
+    """``{key: the newest artifact with that key}`` on the current Prefect API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
 
     with get_client(sync_client=True) as client:
-        response = client._client.post(path, json={"limit": 10, "offset": 0} | body)
-        response.raise_for_status()
-        return response.json()
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=list(keys))),
+            sort=ArtifactSort.CREATED_DESC,
+        )
+    latest: dict = {}
+    for artifact in found:
+        latest.setdefault(artifact.key, artifact)
+    return latest
 
 
 def confirm_queue_and_resume(store, flow_run_id, reviewer: str = "ana") -> int:

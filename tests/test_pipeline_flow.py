@@ -6,14 +6,7 @@ import time
 import pytest
 
 from bootstrap.store import ImageStore
-from tests.conftest import confirm_queue_and_resume, needs_model, post_prefect_filter
-
-
-def _paused_run_ids():
-    runs = post_prefect_filter(
-        "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}}
-    )
-    return [run["id"] for run in runs]
+from tests.conftest import confirm_queue_and_resume, needs_model, paused_flow_run_ids
 
 
 @needs_model
@@ -37,7 +30,7 @@ def test_bootstrap_flow_runs_through_the_review_pause(image_folder, dataset_name
     runner = threading.Thread(target=run)
     runner.start()
     deadline = time.monotonic() + 240
-    while not (paused := _paused_run_ids()) and time.monotonic() < deadline and not errors:
+    while not (paused := paused_flow_run_ids()) and time.monotonic() < deadline and not errors:
         time.sleep(1)
     assert not errors, errors
     assert paused, "the bootstrap flow never paused for the reviewer"

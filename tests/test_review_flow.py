@@ -8,16 +8,9 @@ import pytest
 from bootstrap.annotate import run_annotation
 from bootstrap.config import config_from_flags
 from bootstrap.store import ImageStore
-from tests.conftest import confirm_queue_and_resume, needs_model, post_prefect_filter
+from tests.conftest import confirm_queue_and_resume, needs_model, paused_flow_run_ids
 
 pytestmark = [needs_model, pytest.mark.usefixtures("prefect_api")]
-
-
-def _paused_run_ids():
-    runs = post_prefect_filter(
-        "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}}
-    )
-    return [run["id"] for run in runs]
 
 
 def test_review_flow_pauses_then_applies_on_resume(image_folder, dataset_name):
@@ -30,7 +23,7 @@ def test_review_flow_pauses_then_applies_on_resume(image_folder, dataset_name):
     runner = threading.Thread(target=lambda: outcome.append(review(dataset=dataset_name, budget=2)))
     runner.start()
     deadline = time.monotonic() + 120
-    while not (paused := _paused_run_ids()) and time.monotonic() < deadline:
+    while not (paused := paused_flow_run_ids()) and time.monotonic() < deadline:
         time.sleep(1)
     assert paused, "the review flow never paused for input"
     assert runner.is_alive() and not outcome
