@@ -90,14 +90,21 @@ def one_run_per_dataset(dataset: str) -> Iterator[None]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.concurrency.sync import concurrency
-    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     name = artifact_key("annotate", dataset)
     with get_client(sync_client=True) as client:
+        # Look before creating: creating one that exists makes the server log a UNIQUE
+        # constraint traceback (into the CLI's output with the ephemeral API) on every rerun.
         try:
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-        except ObjectAlreadyExists:
-            pass
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=name, limit=1)
+                )
+            except ObjectAlreadyExists:  # another run created it since we looked
+                pass
     with concurrency(name, occupy=1, strict=True):
         yield
 
