@@ -50,7 +50,10 @@ app: install
 # Run it as a service: a local Prefect server (UI on http://127.0.0.1:4200) and the
 # deployments of prefect.yaml served against it. Two terminals: `make server`, `make serve`.
 PREFECT_PORT ?= 4200
-PREFECT_ENV := PREFECT_HOME=$(CURDIR)/.prefect PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api
+# Private by default: no usage analytics from the server (make server PREFECT_SERVER_ANALYTICS_ENABLED=true to send them).
+PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+PREFECT_ENV := PREFECT_HOME=$(CURDIR)/.prefect PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api \
+	PREFECT_SERVER_ANALYTICS_ENABLED=$(PREFECT_SERVER_ANALYTICS_ENABLED)
 .PHONY: server serve
 
 server: install

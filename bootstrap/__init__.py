@@ -9,9 +9,13 @@ os.environ.setdefault("YOLO_AUTOINSTALL", "false")
 # every start; keep its version check for a user's own database (FIFTYONE_DATABASE_URI).
 if "FIFTYONE_DATABASE_URI" not in os.environ:
     os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
-# An offline pipeline has nowhere to send usage analytics; Prefect's attempt also races its
-# ephemeral SQLite database at start-up ("database is locked").
+# Private by default (each overridable by setting the variable): an offline pipeline has nowhere
+# to send usage analytics. Prefect's server telemetry (the ephemeral API of the CLI and flows;
+# `make server` sets the same) also races its SQLite database at start-up ("database is
+# locked"). FiftyOne's App would ask for analytics cookies on first visit and report to Google
+# Analytics; with do-not-track it does neither.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
 # FiftyOne draws a progress bar for every bulk call; ours are per stage (see bootstrap.progress).
 os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
