@@ -12,8 +12,9 @@ Schema (sample fields; the names are the constants below):
 ``predictions``     raw model output above the confidence floor (``fo.Detections``); each box has
                     ``confidence``, ``label`` (dataset class), ``model_label`` (model class)
 ``prediction_model``/``prediction_run``/``predicted_at``: which model and run made them, when
-``labels``          working labels (``fo.Detections``), each box with ``provenance``
-                    (``auto``/``human``); written by triage and review, never by ``annotate``
+``labels``          working labels (``fo.Detections``): boxes triage wrote carry
+                    ``provenance: auto``; any other box (``human``, or none: drawn in the App)
+                    is a person's. Written by triage and review, never by ``annotate``
 ``priority``        review priority (higher first); written by triage
 ==================  ==========================================================================
 
@@ -438,13 +439,14 @@ class ImageStore:
                 if REJECT_TAG in box.tags:
                     report["rejected"] += 1
                     continue
-                if getattr(box, "provenance", None) != Provenance.HUMAN.value:
+                if getattr(box, "provenance", None) == Provenance.AUTO.value:
                     report["confirmed"] += 1
-                    box.provenance = Provenance.HUMAN.value
-                    box.confirmed = True
                 elif not getattr(box, "confirmed", False):
+                    # Drawn by a person: with `provenance: human`, or with none (the App's
+                    # Annotate tab, see is_human_decided).
                     report["drawn"] += 1
-                    box.confirmed = True
+                box.provenance = Provenance.HUMAN.value
+                box.confirmed = True
                 kept.append(box)
             labels[sid] = fo.Detections(detections=kept)
         if ids:
@@ -482,9 +484,12 @@ class ImageStore:
 def is_human_decided(box) -> bool:
     """A working box a person has drawn, confirmed or tagged: never changed by the pipeline.
 
-    ``box`` is an ``fo.Detection`` or its stored document (a dict), as ``apply_triage`` reads it.
+    Default-human: the pipeline writes ``provenance: auto`` on every box it creates, so a box
+    without it was made by someone else (a box drawn in the App's Annotate tab carries no
+    ``provenance``) and is a person's. ``box`` is an ``fo.Detection`` or its stored document (a
+    dict), as ``apply_triage`` reads it.
     """
-    return _box_field(box, "provenance") == Provenance.HUMAN.value or bool(_box_field(box, "tags"))
+    return _box_field(box, "provenance") != Provenance.AUTO.value or bool(_box_field(box, "tags"))
 
 
 def merge_working_labels(current, proposed: list) -> list:
@@ -503,12 +508,13 @@ def merge_working_labels(current, proposed: list) -> list:
 
 def final_box_filter():
     """FiftyOne filter for the working boxes a dataset would ship now: every box a person
-    decided, and automatic boxes triage accepted (unreviewed ``review`` boxes are not final);
-    never a box tagged ``reject``. Used by export and by quality measurements alike."""
+    decided (anything not ``provenance: auto``, as ``is_human_decided``), and automatic boxes
+    triage accepted (unreviewed ``review`` boxes are not final); never a box tagged ``reject``.
+    Used by export and by quality measurements alike."""
     from fiftyone import ViewField as F
 
     return (
-        (F("provenance") == Provenance.HUMAN.value) | (F("route") == Route.ACCEPT.value)
+        (F("provenance") != Provenance.AUTO.value) | (F("route") == Route.ACCEPT.value)
     ) & ~F("tags").contains(REJECT_TAG)
 
 
