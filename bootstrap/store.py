@@ -34,6 +34,7 @@ from enum import StrEnum
 import numpy as np
 from bson import ObjectId
 
+from bootstrap.app_config import apply_review_app_config
 from bootstrap.config import TriageConfig
 from bootstrap.detections import Detections
 from bootstrap.triage import DISAGREEMENT_SIGNALS, SIGNALS, Route, triage_image
@@ -130,6 +131,7 @@ class ImageStore:
         else:
             self.dataset = self._create(name)
         self._ensure_schema()
+        apply_review_app_config(self.dataset)  # what the App shows a reviewer
         if classes and list(self.dataset.default_classes) != list(classes):
             self.dataset.default_classes = list(classes)
             self.dataset.save()

@@ -1,0 +1,111 @@
+"""What the FiftyOne App shows a reviewer: the dataset's App settings (FiftyOne's own
+``dataset.app_config``), stored with the dataset so every App session opens with them.
+
+* ``labels`` boxes are coloured by their ``route``: boxes waiting for review in orange, boxes
+  triage accepted in green, boxes a person drew (no route) in blue; a box tagged ``reject`` is
+  red in the label-tags colouring. Only ``labels`` is drawn at first (raw ``predictions`` and
+  ``ground_truth`` can be switched on in the sidebar).
+* Boxes show their class and confidence: ``labels`` boxes carry the model's ``confidence``
+  (FiftyOne's App settings ``show_label`` / ``show_confidence``, on by default, draw both).
+* The sidebar leads with what decides a review: ``state``, ``priority`` and the doubt signals,
+  then tags and labels; file bookkeeping and run ids sit in a collapsed group at the end.
+
+Applied when the store opens a dataset (``apply_review_app_config``). A dataset keeps the
+settings it has once ours were applied, so a person's own changes in the App (saved as the
+dataset's default) are not undone; a new version of ours (``APP_CONFIG_VERSION``) replaces them.
+"""
+
+from __future__ import annotations
+
+from bootstrap.triage import SIGNALS
+
+#: Bumped when the settings below change, so stored datasets get the new ones.
+APP_CONFIG_VERSION = 1
+#: Where a dataset records the version of our settings it has (``dataset.info``).
+INFO_KEY = "bootstrap_app_config"
+
+ROUTE_COLORS = {"review": "#ff8800", "accept": "#22aa44"}
+#: Boxes without a route (drawn by a person) take the first colour of the pool.
+HUMAN_COLOR = "#1f6fff"
+REJECT_COLOR = "#e00000"
+
+REVIEW_GROUP = "review"
+INTERNAL_GROUP = "internal"
+
+# Field names as ImageStore writes them (bootstrap.store); repeated here, not imported, so that
+# the store can import this module.
+_REVIEW_FIELDS = ("state", "priority", *SIGNALS, "reviewed_by", "reviewed_at")
+_LABEL_FIELDS = ("labels", "predictions", "ground_truth")
+_INTERNAL_FIELDS = (
+    "id", "filepath", "content_hash", "file_size", "file_mtime_ns", "failure",
+    "prediction_model", "prediction_run", "predicted_at", "created_at", "last_modified_at",
+)
+
+
+def review_color_scheme():
+    """``fo.ColorScheme``: ``labels`` coloured by route, ``reject``-tagged boxes red."""
+    import fiftyone as fo
+
+    return fo.ColorScheme(
+        color_by="value",
+        color_pool=[HUMAN_COLOR, "#9933cc", "#009999", "#996633", "#777799"],
+        fields=[
+            {
+                "path": "labels",
+                "colorByAttribute": "route",
+                "valueColors": [{"value": v, "color": c} for v, c in ROUTE_COLORS.items()],
+            }
+        ],
+        label_tags={"valueColors": [{"value": "reject", "color": REJECT_COLOR}]},
+    )
+
+
+def review_sidebar_groups(dataset) -> list:
+    """FiftyOne's default sidebar groups for ``dataset``, reordered for review: a first group
+    ``review`` (state, priority, doubt signals, who reviewed), then tags and labels, and every
+    bookkeeping field in a last, collapsed group ``internal``."""
+    import fiftyone as fo
+
+    schema = dataset.get_field_schema()
+    defaults = fo.DatasetAppConfig.default_sidebar_groups(dataset)
+    taken = set(_REVIEW_FIELDS) | set(_INTERNAL_FIELDS) | set(_LABEL_FIELDS)
+    review = fo.SidebarGroupDocument(
+        name=REVIEW_GROUP, paths=[f for f in _REVIEW_FIELDS if f in schema], expanded=True
+    )
+    labels = fo.SidebarGroupDocument(
+        name="labels", paths=[f for f in _LABEL_FIELDS if f in schema], expanded=True
+    )
+    internal = fo.SidebarGroupDocument(
+        name=INTERNAL_GROUP,
+        paths=[f for f in _INTERNAL_FIELDS if f == "id" or f in schema],
+        expanded=False,
+    )
+    groups = [review]
+    for group in defaults:
+        if group.name == "labels":
+            groups.append(labels)
+            continue
+        # Whatever else FiftyOne groups (tags, metadata, fields added later) stays, minus ours.
+        paths = [p for p in group.paths if p not in taken]
+        if paths or group.name == "tags":
+            groups.append(fo.SidebarGroupDocument(
+                name=group.name, paths=paths, expanded=group.name != "metadata"
+            ))
+    return [*groups, internal]
+
+
+def apply_review_app_config(dataset, force: bool = False) -> bool:
+    """Store the review settings as ``dataset``'s App config, unless it has this version of
+    them already (``force``: regardless). Returns whether anything was written."""
+    import fiftyone as fo
+
+    if not force and dataset.info.get(INFO_KEY) == APP_CONFIG_VERSION:
+        return False
+    config = dataset.app_config
+    config.color_scheme = review_color_scheme()
+    config.sidebar_groups = review_sidebar_groups(dataset)
+    config.active_fields = fo.ActiveFields(paths=["labels"])
+    dataset.info[INFO_KEY] = APP_CONFIG_VERSION
+    dataset.save()
+    return True
+
