@@ -1,4 +1,4 @@
-# One command each: make install | demo | test | lint | bench | app
+# One command each: make install | demo | test | test-fast | lint | bench | app
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
@@ -13,7 +13,7 @@ endif
 DEMO_DATASET ?= demo
 DEMO_SOURCES ?= $(if $(wildcard $(SHARED)/data/coco128-train/images),$(SHARED)/data/coco128-train/images,$(shell test -x $(BIN)/python && $(BIN)/python -c "from ultralytics.utils import ASSETS; print(ASSETS)" 2>/dev/null))
 
-.PHONY: install demo test lint bench app clean-demo
+.PHONY: install demo test test-fast lint bench app clean-demo
 
 install: $(STAMP)
 
@@ -34,8 +34,12 @@ demo: install
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The unit layer only: pure logic, no FiftyOne, no Prefect, no model (seconds).
+test-fast: install
+	$(BIN)/python -m pytest tests/unit -q $(PYTEST_ARGS)
+
 lint: install
-	$(BIN)/ruff check bootstrap flows tests scripts
+	$(BIN)/ruff check bootstrap flows cli tests scripts
 
 # Scale bench sizes (synthetic corpora, generated once into .bench/): make bench BENCH_SCALES=1000,10000
 BENCH_SCALES ?= 1000,10000,100000

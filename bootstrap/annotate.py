@@ -1,10 +1,15 @@
-"""Pre-annotation, as library steps: register new images, detect pending ones, summarise.
+"""Pre-annotation: register new images, detect pending ones in chunks, triage, summarise.
 
-The ``annotate`` Prefect flow sequences these steps; ``run_annotation`` does the same without
-Prefect (notebooks, tests, benchmarks). The dataset itself is the work queue: discovery inserts
-new images as ``pending``; detection takes pending images in chunks and marks each ``predicted``
-or ``failed``. A run killed at any point therefore leaves only pending images behind, and the
-next run picks them up; the unique content hash keeps every image stored once.
+``run_annotation`` is the one driver of these steps. It runs each step through a
+``StepRunner``: ``InProcess`` calls them directly (CLI without Prefect, notebooks, benchmarks);
+the ``annotate`` Prefect flow passes a runner that makes each step a Prefect task and can spread
+the chunks over Dask workers. Each step takes the (picklable) config and opens the store itself,
+so any worker process can run it.
+
+The dataset itself is the work queue: discovery inserts new images as ``pending``; detection
+takes pending images in chunks and marks each ``predicted`` or ``failed``. A run killed at any
+point therefore leaves only pending images behind, and the next run picks them up; the unique
+content hash keeps every image stored once.
 """
 
 from __future__ import annotations
@@ -17,23 +22,18 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from bootstrap import progress
 from bootstrap.config import PipelineConfig
 from bootstrap.decode import DecodedImage, ImageDecodeError, decode_image
-from bootstrap.detect import Detector, load_detector
+from bootstrap.detections import Detector
+from bootstrap.detectors import load_detector
 from bootstrap.ontology import Ontology
+from bootstrap.schema import LABELS, ImageState
 from bootstrap.sources import content_hash, iter_image_files
-from bootstrap.store import (
-    LABELS,
-    STATE,
-    ImageResult,
-    ImageState,
-    ImageStore,
-    NewImage,
-    PendingImage,
-)
+from bootstrap.store import ImageResult, ImageStore, NewImage, PendingImage
+from bootstrap.triage import apply_triage
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +110,13 @@ class AnnotationSummary:
         return "\n".join(lines)
 
 
-def register_new_images(config: PipelineConfig, store: ImageStore) -> DiscoveryReport:
+def discover_new_images(config: PipelineConfig) -> DiscoveryReport:
     """Walk the configured sources and register every image the dataset lacks as pending.
 
     Unchanged known paths are skipped without reading them; other files are hashed (not
     decoded), so a renamed or copied image is recognised by its content.
     """
+    store = ImageStore(config.dataset)
     report = DiscoveryReport()
     files = iter_image_files(config.sources)
     with progress.task("discovering", total=None) as bar:
@@ -167,7 +168,7 @@ def detect_images(
 
 
 def plan_chunks(
-    store: ImageStore, chunk_size: int, max_chunks: int | None = None
+    config: PipelineConfig, chunk_size: int, max_chunks: int | None = None
 ) -> list[list[str]]:
     """Split the pending images' ids into chunks of ``chunk_size``, oldest first.
 
@@ -176,17 +177,16 @@ def plan_chunks(
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
-    ids = store.pending_ids()
+    ids = ImageStore(config.dataset).pending_ids()
     chunks = [ids[i : i + chunk_size] for i in range(0, len(ids), chunk_size)]
     return chunks if max_chunks is None else chunks[:max_chunks]
 
 
-def annotate_images(
-    config: PipelineConfig, store: ImageStore, run_id: str, sample_ids: Sequence[str]
-) -> BatchReport:
+def annotate_chunk(config: PipelineConfig, run_id: str, sample_ids: Sequence[str]) -> BatchReport:
     """Run the detector over the images ``sample_ids`` (one planned chunk) and store the
     outcomes; images no longer pending (done by another run meanwhile) are skipped."""
     started = time.perf_counter()
+    store = ImageStore(config.dataset)
     pending = store.list_pending(sample_ids)
     # Cached per process (load_detector): a Dask worker loads the model for its first chunk only.
     detector = load_detector(config.detector)
@@ -204,12 +204,17 @@ def annotate_images(
     return report
 
 
-def check_setup(config: PipelineConfig) -> ImageStore:
+def check_setup(config: PipelineConfig) -> None:
     """Everything that can fail before work starts: the model loads, the ontology fits the
-    model's classes, the database answers. Returns the opened store."""
+    model's classes, the database answers (the dataset is created with its class list)."""
     detector = load_detector(config.detector)
     ontology = Ontology(config.ontology, detector.class_names)
-    return ImageStore(config.dataset, classes=ontology.classes)
+    ImageStore(config.dataset, classes=ontology.classes)
+
+
+def triage_new_images(config: PipelineConfig) -> dict[str, int]:
+    """Triage the images this run predicted (``predicted``); returns images per state."""
+    return apply_triage(ImageStore(config.dataset), config.triage, states=(ImageState.PREDICTED.value,))
 
 
 def summarise(
@@ -237,33 +242,12 @@ def summarise(
     )
 
 
-def run_annotation(
-    config: PipelineConfig,
-    run_id: str | None = None,
-    chunk_size: int | None = None,
-    max_chunks: int | None = None,
-) -> AnnotationSummary:
-    """Pre-annotate everything new in ``config.sources`` without Prefect: the same steps as
-    the ``annotate`` flow, chunks one after another.
-
-    ``max_chunks`` stops early (the rest stays pending), which is how an interrupted run is
-    reproduced in tests.
-    """
-    started = time.perf_counter()
-    run_id = run_id or uuid.uuid4().hex
-    store = check_setup(config)
-    discovery = register_new_images(config, store)
-    chunks = plan_chunks(store, chunk_size or default_chunk_size(config), max_chunks)
-    batches = [annotate_images(config, store, run_id, chunk) for chunk in chunks]
-    routed = store.apply_triage(config.triage, states=("predicted",))
-    return summarise(config, run_id, discovery, batches, time.perf_counter() - started, routed)
-
-
-def dataset_totals_markdown(store: ImageStore) -> str:
+def dataset_totals_markdown(config: PipelineConfig) -> str:
     """Markdown rows for the whole dataset (not just this run): working boxes by route and the
     images waiting for review."""
+    store = ImageStore(config.dataset)
     routes = store.dataset.count_values(f"{LABELS}.detections.route")
-    waiting = store.dataset.count_values(STATE).get(ImageState.NEEDS_REVIEW.value, 0)
+    waiting = store.state_counts()[ImageState.NEEDS_REVIEW.value]
     rows = [(f"working boxes routed `{route}`", n) for route, n in sorted(routes.items()) if route]
     rows.append(("images waiting for review (`needs_review`)", waiting))
     return "\n".join(["| dataset now | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows])
@@ -272,6 +256,60 @@ def dataset_totals_markdown(store: ImageStore) -> str:
 def default_chunk_size(config: PipelineConfig) -> int:
     """Images per detection task: several batches, so decoding overlaps inference within it."""
     return config.detector.batch_size * 8
+
+
+# -- the driver ------------------------------------------------------------------------------
+
+
+class StepRunner(Protocol):
+    """How ``run_annotation`` runs its steps: directly, or as Prefect tasks (``flows.annotate``)."""
+
+    def step(self, fn: Callable[..., R], *args) -> R:
+        """Run one step ``fn(*args)`` and return its result."""
+        ...
+
+    def chunks(
+        self, config: PipelineConfig, run_id: str, chunks: list[list[str]], pending: int
+    ) -> list[BatchReport]:
+        """Run ``annotate_chunk(config, run_id, chunk)`` for every chunk (in any order or
+        concurrently) and return their reports; ``pending`` images are waiting in all."""
+        ...
+
+
+class InProcess:
+    """Every step a plain call in this process; chunks one after another."""
+
+    def step(self, fn: Callable[..., R], *args) -> R:
+        return fn(*args)
+
+    def chunks(
+        self, config: PipelineConfig, run_id: str, chunks: list[list[str]], pending: int
+    ) -> list[BatchReport]:
+        return [annotate_chunk(config, run_id, chunk) for chunk in chunks]
+
+
+def run_annotation(
+    config: PipelineConfig,
+    run_id: str | None = None,
+    chunk_size: int | None = None,
+    max_chunks: int | None = None,
+    runner: StepRunner | None = None,
+) -> AnnotationSummary:
+    """Pre-annotate everything new in ``config.sources``: check the setup, register new images,
+    detect the pending ones chunk by chunk, triage them, summarise.
+
+    ``max_chunks`` stops early (the rest stays pending for the next run). ``runner`` decides
+    how steps run (default ``InProcess``; the Prefect flow passes its own).
+    """
+    runner = runner or InProcess()
+    started = time.perf_counter()
+    run_id = run_id or uuid.uuid4().hex
+    runner.step(check_setup, config)
+    discovery = runner.step(discover_new_images, config)
+    chunks = runner.step(plan_chunks, config, chunk_size or default_chunk_size(config), max_chunks)
+    batches = runner.chunks(config, run_id, chunks, discovery.pending)
+    routed = runner.step(triage_new_images, config)
+    return summarise(config, run_id, discovery, batches, time.perf_counter() - started, routed)
 
 
 def _decode_or_failure(image: PendingImage) -> tuple[PendingImage, DecodedImage | str]:

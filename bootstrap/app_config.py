@@ -17,14 +17,32 @@ dataset's default) are not undone; a new version of ours (``APP_CONFIG_VERSION``
 
 from __future__ import annotations
 
-from bootstrap.triage import SIGNALS
+from bootstrap.schema import (
+    CONTENT_HASH,
+    FAILURE,
+    FILE_MTIME,
+    FILE_SIZE,
+    GROUND_TRUTH,
+    LABELS,
+    PREDICTED_AT,
+    PREDICTION_MODEL,
+    PREDICTION_RUN,
+    PREDICTIONS,
+    PRIORITY,
+    REJECT_TAG,
+    REVIEWED_AT,
+    REVIEWED_BY,
+    SIGNALS,
+    STATE,
+    Route,
+)
 
 #: Bumped when the settings below change, so stored datasets get the new ones.
 APP_CONFIG_VERSION = 1
 #: Where a dataset records the version of our settings it has (``dataset.info``).
 INFO_KEY = "bootstrap_app_config"
 
-ROUTE_COLORS = {"review": "#ff8800", "accept": "#22aa44"}
+ROUTE_COLORS = {Route.REVIEW.value: "#ff8800", Route.ACCEPT.value: "#22aa44"}
 #: Boxes without a route (drawn by a person) take the first colour of the pool.
 HUMAN_COLOR = "#1f6fff"
 REJECT_COLOR = "#e00000"
@@ -32,13 +50,11 @@ REJECT_COLOR = "#e00000"
 REVIEW_GROUP = "review"
 INTERNAL_GROUP = "internal"
 
-# Field names as ImageStore writes them (bootstrap.store); repeated here, not imported, so that
-# the store can import this module.
-_REVIEW_FIELDS = ("state", "priority", *SIGNALS, "reviewed_by", "reviewed_at")
-_LABEL_FIELDS = ("labels", "predictions", "ground_truth")
+_REVIEW_FIELDS = (STATE, PRIORITY, *SIGNALS, REVIEWED_BY, REVIEWED_AT)
+_LABEL_FIELDS = (LABELS, PREDICTIONS, GROUND_TRUTH)
 _INTERNAL_FIELDS = (
-    "id", "filepath", "content_hash", "file_size", "file_mtime_ns", "failure",
-    "prediction_model", "prediction_run", "predicted_at", "created_at", "last_modified_at",
+    "id", "filepath", CONTENT_HASH, FILE_SIZE, FILE_MTIME, FAILURE,
+    PREDICTION_MODEL, PREDICTION_RUN, PREDICTED_AT, "created_at", "last_modified_at",
 )
 
 
@@ -51,12 +67,12 @@ def review_color_scheme():
         color_pool=[HUMAN_COLOR, "#9933cc", "#009999", "#996633", "#777799"],
         fields=[
             {
-                "path": "labels",
+                "path": LABELS,
                 "colorByAttribute": "route",
                 "valueColors": [{"value": v, "color": c} for v, c in ROUTE_COLORS.items()],
             }
         ],
-        label_tags={"valueColors": [{"value": "reject", "color": REJECT_COLOR}]},
+        label_tags={"valueColors": [{"value": REJECT_TAG, "color": REJECT_COLOR}]},
     )
 
 
@@ -104,7 +120,7 @@ def apply_review_app_config(dataset, force: bool = False) -> bool:
     config = dataset.app_config
     config.color_scheme = review_color_scheme()
     config.sidebar_groups = review_sidebar_groups(dataset)
-    config.active_fields = fo.ActiveFields(paths=["labels"])
+    config.active_fields = fo.ActiveFields(paths=[LABELS])
     dataset.info[INFO_KEY] = APP_CONFIG_VERSION
     dataset.save()
     return True

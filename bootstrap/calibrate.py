@@ -21,8 +21,8 @@ import numpy as np
 import yaml
 
 from bootstrap.config import PipelineConfig, TriageConfig, validate_config
-from bootstrap.evaluate import BoxOutcome, Evaluation
-from bootstrap.review import CostModel
+from bootstrap.evaluation.costs import CostModel
+from bootstrap.evaluation.metrics import BoxOutcome, Evaluation, precision
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +88,13 @@ def calibrate_class(
         )
     # Precision of "accept everything >= scores[i]": ties share a threshold, so only the last
     # index of each run of equal scores is a real candidate.
-    precision = np.cumsum(hits) / np.arange(1, n + 1)
+    precision_at = np.cumsum(hits) / np.arange(1, n + 1)
     last_of_tie = np.r_[scores[1:] != scores[:-1], True]
-    ok = np.flatnonzero(last_of_tie & (precision >= target_precision))
+    ok = np.flatnonzero(last_of_tie & (precision_at >= target_precision))
     if len(ok) == 0:
         return _summarise(
             label, scores, hits, 1.0, min(default_reject, 1.0), False,
-            f"target precision {target_precision} not reachable (best {precision.max():.3f} at the "
+            f"target precision {target_precision} not reachable (best {precision_at.max():.3f} at the "
             "top score): every box of this class goes to review",
         )
     accept = float(scores[ok[-1]])
@@ -139,7 +139,7 @@ def _summarise(label, scores, hits, accept, reject, calibrated, note) -> ClassCa
         accept=round(accept, 6),
         reject=round(reject, 6),
         calibrated=calibrated,
-        precision=float(hits[accepted].mean()) if accepted.any() else None,
+        precision=precision(int(hits[accepted].sum()), int((~hits[accepted]).sum())),
         accepted_recall=float(hits[accepted].sum() / true_total) if true_total else None,
         review_boxes=int(((scores >= reject) & ~accepted).sum()),
         note=note,
@@ -186,7 +186,9 @@ def calibrate(
         target_precision=target_precision,
         source=source,
         classes=results,
-        precision=sum(o.true_positive for o in accepted) / len(accepted) if accepted else None,
+        precision=precision(
+            sum(o.true_positive for o in accepted), sum(not o.true_positive for o in accepted)
+        ),
         accepted_boxes=len(accepted),
         review_boxes=len(review),
         review_images=len({o.sample_id for o in review}),
@@ -239,8 +241,9 @@ def calibration_evidence(store, source: str = "auto", iou: float = 0.5) -> Evalu
     """
     from fiftyone import ViewField as F
 
-    from bootstrap.evaluate import GroundTruthError, evaluate_field
-    from bootstrap.store import GROUND_TRUTH, LABELS, PREDICTIONS, STATE, ImageState
+    from bootstrap.evaluation.ground_truth import GroundTruthError
+    from bootstrap.evaluation.metrics import evaluate_field
+    from bootstrap.schema import GROUND_TRUTH, LABELS, PREDICTIONS, STATE, ImageState
 
     has_truth = GROUND_TRUTH in store.dataset.get_field_schema() and bool(
         store.dataset.exists(GROUND_TRUTH)

@@ -9,10 +9,18 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
@@ -61,20 +69,37 @@ class SourceConfig(_Strict):
 
 
 class DetectorConfig(_Strict):
-    """The pre-annotating model and how it runs."""
+    """The pre-annotating model and how it runs.
 
-    model: str = "yolov8n.pt"
-    device: Literal["auto", "cpu", "cuda"] | str = "auto"
-    batch_size: int = Field(16, ge=1, le=1024)
-    image_size: int = Field(640, ge=32, le=4096)
+    Every field is also a ``bootstrap annotate`` flag and a field of the flows' ``detector``
+    parameter (``DetectorOptions``): the descriptions below are their help texts.
+    """
+
+    model: str = Field(
+        "yolov8n.pt",
+        description="Weights path or name, e.g. yolov8n.pt (a name is looked up in $BOOTSTRAP_MODELS).",
+    )
+    device: Literal["auto", "cpu", "cuda"] | str = Field("auto", description="auto, cpu, cuda or cuda:N.")
+    batch_size: int = Field(16, ge=1, le=1024, description="Images per model call.")
+    image_size: int = Field(
+        640, ge=32, le=4096, description="Inference size in pixels (a multiple of 32)."
+    )
     # Low on purpose: triage and calibration need to see the low-score boxes too.
-    min_confidence: float = Field(0.05, ge=0.0, le=0.1)
-    nms_iou: float = Field(0.7, gt=0.0, le=1.0)
+    min_confidence: float = Field(
+        0.05, ge=0.0, le=0.1, description="The lowest score stored (at most 0.1)."
+    )
+    nms_iou: float = Field(0.7, gt=0.0, le=1.0, description="IoU of the model's NMS.")
     # Better proposals (bootstrap.proposals): more views of each image, their boxes fused.
     # Each view is one more inference pass per image.
-    tta: tuple[Literal["hflip", "upscale"], ...] = ()
-    second_model: str | None = None
-    fusion_iou: float = Field(0.55, gt=0.0, le=1.0)
+    tta: tuple[Literal["hflip", "upscale"], ...] = Field(
+        (), description="Test-time views whose boxes are fused in: hflip, upscale (one pass each)."
+    )
+    second_model: str | None = Field(
+        None, description="A second detector whose boxes are fused in, e.g. yolo26n.pt."
+    )
+    fusion_iou: float = Field(
+        0.55, gt=0.0, le=1.0, description="IoU at which boxes of different views are one object."
+    )
 
     @property
     def upscaled_size(self) -> int:
@@ -237,34 +262,45 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def config_from_flags(
+def _overrides_of(model: type[BaseModel], name: str) -> type[BaseModel]:
+    """A model with every field of ``model`` optional (None: keep the config file's value),
+    with the same types, constraints and descriptions: what CLI flags and flow parameters carry."""
+    fields = {
+        field: (
+            (Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation) | None,
+            Field(None, description=info.description),
+        )
+        for field, info in model.model_fields.items()
+    }
+    doc = f"Overrides of ``{model.__name__}``: each field None keeps the config file's value."
+    return create_model(name, __base__=_Overrides, __doc__=doc, **fields)
+
+
+class _Overrides(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+#: The detector fields as optional overrides: the ``detector`` parameter of the flows, and the
+#: ``bootstrap annotate`` flags (``cli.options``), derived from ``DetectorConfig`` alone.
+DetectorOptions = _overrides_of(DetectorConfig, "DetectorOptions")
+
+
+def load_pipeline_config(
     config_path: str | Path | None = None,
     *,
     dataset: str | None = None,
     sources: list[str] | None = None,
-    model: str | None = None,
-    device: str | None = None,
-    batch_size: int | None = None,
-    image_size: int | None = None,
-    min_confidence: float | None = None,
-    tta: list[str] | None = None,
-    second_model: str | None = None,
+    detector: BaseModel | dict[str, Any] | None = None,
 ) -> PipelineConfig:
-    """Load ``config_path`` (default config when None) with the flat CLI/flow options on top.
+    """Load ``config_path`` (default config when None) with what a command or a flow run gives
+    on top: a dataset name, sources, and detector overrides (``DetectorOptions``).
 
-    The CLI and the Prefect flows expose the same flat options; this is the one place that maps
-    them onto config fields. ``None`` leaves the file's value.
+    Raises:
+        ConfigError: the file or a resulting field is invalid.
     """
-    detector = {
-        "model": model,
-        "device": device,
-        "batch_size": batch_size,
-        "image_size": image_size,
-        "min_confidence": min_confidence,
-        "tta": tta,
-        "second_model": second_model,
-    }
-    overrides: dict[str, Any] = {"dataset": dataset, "detector": detector}
+    if isinstance(detector, BaseModel):
+        detector = {field: value for field, value in detector if value is not None}
+    overrides: dict[str, Any] = {"dataset": dataset, "detector": detector or {}}
     if sources:
         overrides["sources"] = list(sources)
     return load_config(config_path, overrides)

@@ -1,15 +1,27 @@
-"""One in-memory type for a single image's detections, used by every stage.
+"""One in-memory type for a single image's detections, and the contract every detector meets.
 
 Detector outputs are converted into ``Detections`` once, at the detector's boundary
-(``from_ultralytics``), and out of it once, in the store (``bootstrap.store``). In between,
-filtering is done with masks, as in supervision: ``dets[dets.confidence >= 0.5]``.
+(``from_ultralytics``), and out of it once, into FiftyOne's documents (``bootstrap.documents``).
+In between, filtering is done with masks, as in supervision: ``dets[dets.confidence >= 0.5]``.
+
+A detector is anything with a ``name``, its ``class_names`` and one method,
+``predict(images) -> list[Detections]``: batching, prefetching, the ontology, triage and storage
+all live outside it (``bootstrap.detectors`` loads one from the config).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+from bootstrap.boxes import relative_xywh
+
+
+class DetectorError(RuntimeError):
+    """The detector cannot be loaded or run."""
 
 
 @dataclass(frozen=True)
@@ -96,8 +108,25 @@ class Detections:
 
     def relative_xywh(self) -> np.ndarray:
         """(N, 4) boxes as [x, y, w, h] relative to the image size (FiftyOne's convention)."""
-        width, height = self.image_wh
-        x1, y1, x2, y2 = (self.xyxy[:, i] for i in range(4))
-        scale = np.array([width, height, width, height], dtype=np.float64)
-        xywh = np.stack([x1, y1, x2 - x1, y2 - y1], axis=1).astype(np.float64)
-        return np.clip(xywh / scale, 0.0, 1.0) if len(self) else xywh.reshape(0, 4)
+        return relative_xywh(self.xyxy, self.image_wh)
+
+    def with_xyxy(self, xyxy: np.ndarray) -> Detections:
+        """The same boxes at new corners (views mapped back onto the image)."""
+        return Detections(
+            np.asarray(xyxy, dtype=np.float32).reshape(-1, 4), self.confidence, self.class_id,
+            self.model_label, self.label, self.image_wh, self.extras,
+        )
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """What the pipeline needs from a model."""
+
+    #: A stable name for provenance, e.g. ``yolov8n.pt``.
+    name: str
+    #: The model's class names, indexed by class id.
+    class_names: tuple[str, ...]
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[Detections]:
+        """Detect objects in upright HxWx3 uint8 RGB images; one result per image, in order."""
+        ...

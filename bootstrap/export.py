@@ -28,18 +28,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bootstrap.config import PipelineConfig
-from bootstrap.evaluate import match_counts
-from bootstrap.store import (
+from bootstrap.evaluation.metrics import Rates, match_counts
+from bootstrap.schema import (
     CONTENT_HASH,
     GROUND_TRUTH,
     LABELS,
     PREDICTION_MODEL,
     STATE,
     ImageState,
-    ImageStore,
     Provenance,
-    final_box_filter,
 )
+from bootstrap.store import ImageStore, final_box_filter
 
 log = logging.getLogger(__name__)
 
@@ -273,10 +272,10 @@ def estimated_auto_precision(view) -> dict | None:
     auto = with_truth.filter_labels(
         LABELS, F("provenance") == Provenance.AUTO.value, only_matches=False
     )
-    tp, fp, _ = match_counts(auto, LABELS, iou=0.5)
+    rates = Rates(*match_counts(auto, LABELS, iou=0.5))
     return {
-        "precision": round(tp / (tp + fp), 4) if tp + fp else None,
-        "boxes": tp + fp,
+        "precision": None if rates.precision is None else round(rates.precision, 4),
+        "boxes": rates.tp + rates.fp,
         "images": len(with_truth),
         "source": GROUND_TRUTH,
     }
@@ -311,6 +310,3 @@ def manifest_markdown(manifest: dict, out_dir: str | Path) -> str:
         *rows, "", f"estimated auto precision: {manifest['estimated_auto_precision']}",
     ]) + "\n"
 
-
-def load_manifest(out_dir: str | Path) -> dict:
-    return json.loads((Path(out_dir) / MANIFEST).read_text())

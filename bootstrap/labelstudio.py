@@ -33,7 +33,7 @@ from pathlib import Path
 from urllib.parse import quote
 from xml.sax.saxutils import quoteattr
 
-from bootstrap.store import (
+from bootstrap.schema import (
     LABELS,
     PRIORITY,
     REJECT_TAG,
@@ -41,10 +41,9 @@ from bootstrap.store import (
     REVIEWED_TAG,
     STATE,
     ImageState,
-    ImageStore,
     Provenance,
-    is_human_decided,
 )
+from bootstrap.store import ImageStore, is_human_decided
 
 log = logging.getLogger(__name__)
 

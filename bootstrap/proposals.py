@@ -22,18 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bootstrap.detections import Detections
-from bootstrap.triage import pairwise_iou
+from bootstrap.boxes import mirror_xyxy, pairwise_iou, xyxy_to_xywh
+from bootstrap.detections import Detections, Detector
+from bootstrap.schema import MODEL_SUPPORT, TTA_SUPPORT
 
-if TYPE_CHECKING:
-    from bootstrap.detect import Detector
-
-TTA_SUPPORT = "tta_support"
-MODEL_SUPPORT = "model_support"
 BASE_FAMILY = "base"
 SECOND_FAMILY = "second"
 
@@ -48,17 +43,7 @@ class View:
 
 def mirror(detections: Detections) -> Detections:
     """Boxes found on the horizontally mirrored image, mapped back onto the image itself."""
-    width = detections.image_wh[0]
-    x1, y1, x2, y2 = (detections.xyxy[:, i] for i in range(4))
-    xyxy = np.stack([width - x2, y1, width - x1, y2], axis=1).astype(np.float32)
-    return Detections(
-        xyxy, detections.confidence, detections.class_id, detections.model_label,
-        detections.label, detections.image_wh, detections.extras,
-    )
-
-
-def _xywh(xyxy: np.ndarray) -> np.ndarray:
-    return np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+    return detections.with_xyxy(mirror_xyxy(detections.xyxy, detections.image_wh[0]))
 
 
 def fuse_views(
@@ -97,7 +82,7 @@ def fuse_views(
         best = None
         if candidates:
             fused = np.stack([clusters[c]["xyxy"] for c in candidates])
-            overlap = pairwise_iou(_xywh(xyxy[None]), _xywh(fused))[0]
+            overlap = pairwise_iou(xyxy_to_xywh(xyxy), xyxy_to_xywh(fused))[0]
             if overlap.max() >= iou_threshold:
                 best = candidates[int(overlap.argmax())]
         if best is None:

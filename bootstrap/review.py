@@ -1,29 +1,30 @@
-"""Human review: the ranked review queue, and a simulated reviewer that follows the same
-contract as a person in the FiftyOne App.
+"""Human review: the ranked review queue, and applying what reviewers did.
 
 The reviewer's contract (README, "Reviewing"): on an image of the queue, tag a wrong box of
 ``labels`` with the label tag ``reject``; add a missing box to ``labels`` with
-``provenance="human"``; when done, add the sample tag ``reviewed``. ``bootstrap review apply``
-(``ImageStore.apply_reviews``) then makes those decisions final.
+``provenance="human"``; when done, add the sample tag ``reviewed``. ``apply_reviews``
+(``bootstrap review apply``) then makes those decisions final.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from bootstrap.store import (
-    GROUND_TRUTH,
+from bootstrap.schema import (
     LABELS,
     PREDICTIONS,
     PRIORITY,
     REJECT_TAG,
+    REVIEWED_AT,
+    REVIEWED_BY,
     REVIEWED_TAG,
     STATE,
     ImageState,
-    ImageStore,
     Provenance,
 )
+from bootstrap.store import ImageStore
 
 log = logging.getLogger(__name__)
 
@@ -71,75 +72,49 @@ def queue_markdown(dataset: str, queue: ReviewQueue, states: dict[str, int]) -> 
     return "\n".join(lines)
 
 
-@dataclass(frozen=True)
-class CostModel:
-    """Seconds of human time per action (defaults from labelling-tool timing studies we use)."""
+def apply_reviews(store: ImageStore, reviewer: str | None = None) -> dict[str, int]:
+    """Apply what reviewers did on images tagged ``reviewed``: drop ``reject``-tagged boxes,
+    mark the remaining boxes human-confirmed, set the state ``reviewed``.
 
-    open_image: float = 1.0
-    verify_box: float = 2.0
-    draw_box: float = 7.0
-
-    def review_seconds(self, opened: int, verified: int, drawn: int) -> float:
-        return opened * self.open_image + verified * self.verify_box + drawn * self.draw_box
-
-    def scratch_seconds(self, images: int, boxes: int) -> float:
-        """Labelling everything by hand: open each image, draw each box."""
-        return images * self.open_image + boxes * self.draw_box
-
-
-@dataclass
-class SimulationReport:
-    images: int
-    ground_truth_boxes: int
-    queued: int
-    verified: int
-    rejected: int
-    drawn: int
-    review_seconds: float
-    scratch_seconds: float
-    precision: float
-    recall: float
-
-    @property
-    def cost_fraction(self) -> float:
-        return self.review_seconds / self.scratch_seconds if self.scratch_seconds else 0.0
-
-    def to_dict(self) -> dict:
-        return asdict(self) | {"cost_fraction": round(self.cost_fraction, 4)}
-
-
-def simulate_reviewer(store: ImageStore, sample_ids: tuple[str, ...], iou: float = 0.5) -> dict:
-    """Play the reviewer on ``sample_ids`` from the ``ground_truth`` field, through the same
-    contract a person follows: tag wrong boxes ``reject``, draw missed ones, tag ``reviewed``.
-
-    Returns counts: verified (boxes looked at), rejected, drawn.
+    Idempotent: an image already applied, with no new ``reject`` tag, is not touched again.
+    Returns counts of images applied and boxes confirmed, rejected and drawn.
     """
     import fiftyone as fo
+    from fiftyone import ViewField as F
 
-    view = store.dataset.select(list(sample_ids))
-    view.evaluate_detections(
-        LABELS, gt_field=GROUND_TRUTH, eval_key="simreview", iou=iou, classwise=True
+    now = datetime.now(UTC).replace(tzinfo=None)
+    has_reject = F(f"{LABELS}.detections").filter(F("tags").contains(REJECT_TAG)).length() > 0
+    view = store.dataset.match_tags(REVIEWED_TAG).match(
+        (F(STATE) != ImageState.REVIEWED.value) | has_reject
     )
-    counts = {"verified": 0, "rejected": 0, "drawn": 0}
-    for sample in view.iter_samples(autosave=True, batch_size=200):
-        working = sample[LABELS] or fo.Detections()
-        for box in working.detections:
-            counts["verified"] += 1
-            if box["simreview"] == "fp" and REJECT_TAG not in box.tags:
-                box.tags.append(REJECT_TAG)
-                counts["rejected"] += 1
-        truth = sample[GROUND_TRUTH]
-        for gt in truth.detections if truth is not None else []:
-            if gt["simreview"] == "fn":
-                working.detections.append(
-                    fo.Detection(
-                        label=gt.label,
-                        bounding_box=list(gt.bounding_box),
-                        provenance=Provenance.HUMAN.value,
-                    )
-                )
-                counts["drawn"] += 1
-        sample[LABELS] = working
-        sample.tags.append(REVIEWED_TAG)
-    store.dataset.delete_evaluation("simreview")
-    return counts
+    ids, current, states, recorded = view.values(["id", LABELS, STATE, REVIEWED_BY])
+    # A reviewer a review backend recorded before apply (`review pull`: the annotator) is
+    # kept; ``reviewer`` names the rest.
+    reviewers = {
+        sid: who if who and state != ImageState.REVIEWED.value else reviewer
+        for sid, state, who in zip(ids, states, recorded, strict=True)
+    }
+    labels = {}
+    report = {"images": len(ids), "confirmed": 0, "rejected": 0, "drawn": 0}
+    for sid, working in zip(ids, current, strict=True):
+        kept = []
+        for box in working.detections if working is not None else []:
+            if REJECT_TAG in box.tags:
+                report["rejected"] += 1
+                continue
+            if getattr(box, "provenance", None) == Provenance.AUTO.value:
+                report["confirmed"] += 1
+            elif not getattr(box, "confirmed", False):
+                # Drawn by a person: with `provenance: human`, or with none (the App's Annotate
+                # tab; see store.is_human_decided).
+                report["drawn"] += 1
+            box.provenance = Provenance.HUMAN.value
+            box.confirmed = True
+            kept.append(box)
+        labels[sid] = fo.Detections(detections=kept)
+    if ids:
+        store.dataset.set_values(LABELS, labels, key_field="id", validate=False)
+        for field, value in ((STATE, ImageState.REVIEWED.value), (REVIEWED_AT, now)):
+            store.dataset.set_values(field, dict.fromkeys(ids, value), key_field="id")
+        store.dataset.set_values(REVIEWED_BY, reviewers, key_field="id")
+    return report

@@ -1,85 +1,46 @@
-"""The FiftyOne dataset that holds a pipeline's images, predictions, working labels and states.
+"""The FiftyOne dataset that holds a pipeline's images, predictions, working labels and states:
+database input and output only (field names: ``bootstrap.schema``).
 
-Schema (sample fields; the names are the constants below):
-
-==================  ==========================================================================
-``content_hash``    SHA-256 of the file's bytes; unique index: an image is stored once, even
-                    when two runs insert it at the same moment
-``file_size``       bytes, with ``file_mtime_ns``: lets discovery skip a known file unread
-``state``           ``ImageState``: pending -> predicted | failed, then triage and review states
-``failure``         why the image could not be decoded (state ``failed``), else None
-``metadata``        ``fo.ImageMetadata`` (upright width/height, size)
-``predictions``     raw model output above the confidence floor (``fo.Detections``); each box has
-                    ``confidence``, ``label`` (dataset class), ``model_label`` (model class)
-``prediction_model``/``prediction_run``/``predicted_at``: which model and run made them, when
-``labels``          working labels (``fo.Detections``): boxes triage wrote carry
-                    ``provenance: auto``; any other box (``human``, or none: drawn in the App)
-                    is a person's. Written by triage and review, never by ``annotate``
-``priority``        review priority (higher first); written by triage
-==================  ==========================================================================
-
-Writes are bulk: one unordered write per chunk of images, never one per sample.
+Writes are bulk: one unordered write per chunk of images, never one per sample; raw documents
+are built by ``bootstrap.documents``. The rule that human labels are never overwritten is
+enforced here, in one place (``merge_working_labels``).
 """
 
 from __future__ import annotations
 
 import logging
 import mimetypes
-import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 
-import numpy as np
 from bson import ObjectId
 
+from bootstrap import documents
 from bootstrap.app_config import apply_review_app_config
-from bootstrap.config import TriageConfig
 from bootstrap.detections import Detections
-from bootstrap.triage import DISAGREEMENT_SIGNALS, SIGNALS, Route, triage_image
+from bootstrap.schema import (
+    CONTENT_HASH,
+    FAILURE,
+    FILE_MTIME,
+    FILE_SIZE,
+    LABELS,
+    PREDICTED_AT,
+    PREDICTION_MODEL,
+    PREDICTION_RUN,
+    PREDICTIONS,
+    PRIORITY,
+    REJECT_TAG,
+    REVIEWED_AT,
+    REVIEWED_BY,
+    SIGNALS,
+    STATE,
+    ImageState,
+    Provenance,
+    Route,
+)
 
 log = logging.getLogger(__name__)
-
-CONTENT_HASH = "content_hash"
-FILE_SIZE = "file_size"
-FILE_MTIME = "file_mtime_ns"
-STATE = "state"
-FAILURE = "failure"
-PREDICTIONS = "predictions"
-PREDICTION_MODEL = "prediction_model"
-PREDICTION_RUN = "prediction_run"
-PREDICTED_AT = "predicted_at"
-LABELS = "labels"
-PRIORITY = "priority"
-REVIEWED_BY = "reviewed_by"
-REVIEWED_AT = "reviewed_at"
-GROUND_TRUTH = "ground_truth"
-
-#: Sample tag a reviewer adds when done with an image; label tag for a wrong box.
-REVIEWED_TAG = "reviewed"
-REJECT_TAG = "reject"
-#: States triage may (re)assign; reviewed, failed and pending images are never re-triaged.
-TRIAGE_INPUT_STATES = ("predicted", "auto_accepted", "needs_review", "empty")
-#: Images triaged per read/write round trip (bounds triage's memory on any dataset size).
-TRIAGE_CHUNK = 1000
-
-
-class ImageState(StrEnum):
-    """Where an image is in the pipeline."""
-
-    PENDING = "pending"  # discovered, waiting for the detector
-    PREDICTED = "predicted"  # detector ran; not triaged yet
-    FAILED = "failed"  # could not be decoded; see `failure`
-    AUTO_ACCEPTED = "auto_accepted"  # triage: every kept box accepted, no doubt signal
-    NEEDS_REVIEW = "needs_review"  # triage: a person should look
-    EMPTY = "empty"  # triage: nothing above the reject threshold
-    REVIEWED = "reviewed"  # a person confirmed the labels
-
-
-class Provenance(StrEnum):
-    AUTO = "auto"
-    HUMAN = "human"
 
 
 class StoreError(RuntimeError):
@@ -151,23 +112,7 @@ class ImageStore:
 
     @property
     def _samples(self):
-        """The dataset's MongoDB collection, for bulk reads and writes FiftyOne has no API for."""
-        return self.dataset._sample_collection
-
-    def _bulk_set(self, changes: dict) -> None:
-        """``$set`` ``{sample ObjectId: {field: value}}`` unordered, in one round trip, and
-        refresh the in-memory ``fo.Sample`` objects it touches (as FiftyOne's own ``set_values``
-        does), so a caller holding one sees the new values."""
-        import fiftyone.core.sample as fos
-        from pymongo import UpdateOne
-
-        if not changes:
-            return
-        self._samples.bulk_write(
-            [UpdateOne({"_id": oid}, {"$set": fields}) for oid, fields in changes.items()],
-            ordered=False,
-        )
-        fos.Sample._reload_docs(self.dataset._sample_collection_name, sample_ids=list(changes))
+        return documents.sample_collection(self.dataset)
 
     # -- schema ---------------------------------------------------------------------------
 
@@ -199,8 +144,7 @@ class ImageStore:
             PREDICTED_AT: (fo.DateTimeField, {}),
             LABELS: (fo.EmbeddedDocumentField, {"embedded_doc_type": fo.Detections}),
             PRIORITY: (fo.FloatField, {}),
-            # One float per triage signal (class_confusion, likely_misses, tta_disagreement,
-            # model_disagreement): sortable and filterable in the App.
+            # One float per triage signal: sortable and filterable in the App.
             **{signal: (fo.FloatField, {}) for signal in SIGNALS},
             REVIEWED_BY: (fo.StringField, {}),
             REVIEWED_AT: (fo.DateTimeField, {}),
@@ -233,32 +177,25 @@ class ImageStore:
         from pymongo.errors import BulkWriteError
 
         now = datetime.now(UTC).replace(tzinfo=None)
-        docs, seen, template = [], set(), None
+        fields, seen = [], set()
         for image in images:
             if image.content_hash in seen:  # a copy within the same batch
                 continue
             seen.add(image.content_hash)
-            fields = {
+            fields.append({
                 "filepath": image.uri,
                 CONTENT_HASH: image.content_hash,
                 FILE_SIZE: image.size,
                 FILE_MTIME: image.mtime_ns,
                 STATE: ImageState.PENDING.value,
-            }
-            # FiftyOne's add_samples() aborts a whole batch on the first duplicate key; we need
-            # "insert what is new, skip what another run already inserted", so we insert the
-            # backing documents ourselves, unordered. FiftyOne builds the first one (its own
-            # bookkeeping fields); the rest are copies of it with this image's fields, since
-            # building an fo.Sample per image was most of the insert time.
-            if template is None:
-                template = self.dataset._make_dict(
-                    self._fo.Sample(**fields), created_at=now, last_modified_at=now
-                )
-            docs.append(template | fields | {"_rand": _sample_rand()})
-        if not docs:
+            })
+        if not fields:
             return 0
+        # FiftyOne's add_samples() aborts a whole batch on the first duplicate key; we need
+        # "insert what is new, skip what another run already inserted": unordered raw inserts.
+        docs = documents.new_sample_documents(self.dataset, fields, now)
         try:
-            result = self.dataset._sample_collection.insert_many(docs, ordered=False)
+            result = self._samples.insert_many(docs, ordered=False)
             return len(result.inserted_ids)
         except BulkWriteError as err:
             other = [e for e in err.details["writeErrors"] if e.get("code") != 11000]
@@ -303,8 +240,6 @@ class ImageStore:
                 {"_id": {"$in": oids}, STATE: ImageState.REVIEWED.value}, {"_id": 1}
             )
         }
-        # Raw documents in one unordered bulk write: building fo.Detection objects and one
-        # set_values() per field was ~100 samples/s; this is what FiftyOne would store.
         changes = {}
         for oid, result in zip(oids, results, strict=True):
             fields = {
@@ -322,155 +257,59 @@ class ImageStore:
                 fields |= {
                     STATE: ImageState.PREDICTED.value,
                     FAILURE: None,
-                    PREDICTIONS: detections_document(result.detections),
-                    "metadata": {
-                        "_cls": "ImageMetadata",
-                        "width": width,
-                        "height": height,
-                        "mime_type": mimetypes.guess_type(result.uri)[0],
-                    },
+                    PREDICTIONS: documents.detections_document(result.detections),
+                    "metadata": documents.image_metadata_document(
+                        width, height, mimetypes.guess_type(result.uri)[0]
+                    ),
                 }
             if result.sample_id in reviewed:
                 fields[STATE] = ImageState.REVIEWED.value
             changes[oid] = fields
-        self._bulk_set(changes)
+        self.bulk_set(changes)
         return sum(len(r.detections) for r in results if r.detections is not None)
 
-    # -- triage and review -----------------------------------------------------------------
+    # -- bulk reads and writes for the stages after detection --------------------------------
 
-    def apply_triage(
-        self, config: TriageConfig, states: tuple[str, ...] = TRIAGE_INPUT_STATES
-    ) -> dict[str, int]:
-        """(Re)route stored predictions into ``labels``, states, signals and priorities.
+    def ids_in_states(self, states: Iterable[str]) -> list[ObjectId]:
+        """The ids of every image in ``states`` (ids only, from the ``state`` index)."""
+        cursor = self._samples.find({STATE: {"$in": list(states)}}, {"_id": 1})
+        return [doc["_id"] for doc in cursor]
 
-        No inference: this reads ``predictions`` only, so new thresholds are cheap to try.
-        Reviewed, failed and pending images are left alone, and on every other image the boxes
-        a human decided are kept as they are (``merge_working_labels``).
-        ``states`` limits which images are (re)triaged (``annotate`` passes only ``predicted``);
-        it never admits reviewed, failed or pending images.
-        Returns the number of images per resulting state.
-        """
-        states = tuple(s for s in states if s in TRIAGE_INPUT_STATES)
-        # The ids first (compact), then the documents chunk by chunk: memory stays flat however
-        # large the dataset, and a cursor over `state` would meet documents again as their state
-        # changes under it. Raw documents, not FiftyOne objects: building a Detection object per
-        # stored box was most of triage's time.
-        ids = [doc["_id"] for doc in self._samples.find({STATE: {"$in": list(states)}}, {"_id": 1})]
-        counts: dict[str, int] = {}
-        support_keys = list(DISAGREEMENT_SIGNALS.values())  # per-box view support, when fused
-        box_fields = ("_id", "label", "confidence", "bounding_box", *support_keys)
-        projection = {
-            PREDICTION_MODEL: 1, PREDICTION_RUN: 1, f"{LABELS}.detections": 1,
-            **{f"{PREDICTIONS}.detections.{f}": 1 for f in box_fields},
-        }
-        for start in range(0, len(ids), TRIAGE_CHUNK):
-            now = datetime.now(UTC).replace(tzinfo=None)
-            changes = {}
-            for doc in self._samples.find({"_id": {"$in": ids[start:start + TRIAGE_CHUNK]}},
-                                          projection):
-                boxes = (doc.get(PREDICTIONS) or {}).get("detections") or []
-                box_labels = [box["label"] for box in boxes]
-                scores = [box.get("confidence") for box in boxes]
-                support = {
-                    key: np.array([box[key] for box in boxes], dtype=np.float64)
-                    for key in support_keys
-                    if boxes and all(box.get(key) is not None for box in boxes)
-                }
-                outcome = triage_image(
-                    box_labels,
-                    np.array(scores, dtype=np.float64),
-                    np.array([box["bounding_box"] for box in boxes], dtype=np.float64).reshape(-1, 4),
-                    config,
-                    support,
-                )
-                proposed = [
-                    _detection_document(
-                        label=box["label"],
-                        bounding_box=box["bounding_box"],
-                        confidence=box.get("confidence"),
-                        provenance=Provenance.AUTO.value,
-                        route=route.value,
-                        prediction_id=str(box["_id"]),
-                        model=doc.get(PREDICTION_MODEL),
-                        run=doc.get(PREDICTION_RUN),
-                        **{key: box[key] for key in support},
-                    )
-                    for box, route in zip(boxes, outcome.routes, strict=True)
-                    if route != Route.REJECT
-                ]
-                working = merge_working_labels(doc.get(LABELS), proposed)
-                state = outcome.state.value
-                changes[doc["_id"]] = {
-                    LABELS: {"_cls": "Detections", "detections": working},
-                    STATE: state,
-                    PRIORITY: outcome.priority,
-                    **outcome.signals,
-                    "last_modified_at": now,
-                }
-                counts[state] = counts.get(state, 0) + 1
-            self._bulk_set(changes)
-        return counts
+    def read_documents(self, ids: Sequence[ObjectId], projection: dict) -> Iterator[dict]:
+        """The raw documents of ``ids`` with the fields of ``projection`` (a MongoDB projection)."""
+        return self._samples.find({"_id": {"$in": list(ids)}}, projection)
 
-    def apply_reviews(self, reviewer: str | None = None) -> dict[str, int]:
-        """Apply what reviewers did on images tagged ``reviewed``: drop ``reject``-tagged boxes,
-        mark the remaining boxes human-confirmed, set the state ``reviewed``.
+    def bulk_set(self, changes: dict[ObjectId, dict]) -> None:
+        """``$set`` ``{sample ObjectId: {field: value}}`` unordered, in one round trip, and
+        refresh the in-memory ``fo.Sample`` objects it touches."""
+        from pymongo import UpdateOne
 
-        Idempotent: an image already applied, with no new ``reject`` tag, is not touched again.
-        Returns counts of images applied and boxes confirmed, rejected and drawn.
-        """
-        from fiftyone import ViewField as F
-
-        fo = self._fo
-        now = datetime.now(UTC).replace(tzinfo=None)
-        has_reject = F(f"{LABELS}.detections").filter(F("tags").contains(REJECT_TAG)).length() > 0
-        view = self.dataset.match_tags(REVIEWED_TAG).match(
-            (F(STATE) != ImageState.REVIEWED.value) | has_reject
+        if not changes:
+            return
+        self._samples.bulk_write(
+            [UpdateOne({"_id": oid}, {"$set": fields}) for oid, fields in changes.items()],
+            ordered=False,
         )
-        ids, current, states, recorded = view.values(["id", LABELS, STATE, REVIEWED_BY])
-        # A reviewer a review backend recorded before apply (`review pull`: the annotator) is
-        # kept; ``reviewer`` names the rest.
-        reviewers = {
-            sid: who if who and state != ImageState.REVIEWED.value else reviewer
-            for sid, state, who in zip(ids, states, recorded, strict=True)
-        }
-        labels = {}
-        report = {"images": len(ids), "confirmed": 0, "rejected": 0, "drawn": 0}
-        for sid, working in zip(ids, current, strict=True):
-            kept = []
-            for box in working.detections if working is not None else []:
-                if REJECT_TAG in box.tags:
-                    report["rejected"] += 1
-                    continue
-                if getattr(box, "provenance", None) == Provenance.AUTO.value:
-                    report["confirmed"] += 1
-                elif not getattr(box, "confirmed", False):
-                    # Drawn by a person: with `provenance: human`, or with none (the App's
-                    # Annotate tab, see is_human_decided).
-                    report["drawn"] += 1
-                box.provenance = Provenance.HUMAN.value
-                box.confirmed = True
-                kept.append(box)
-            labels[sid] = fo.Detections(detections=kept)
-        if ids:
-            self.dataset.set_values(LABELS, labels, key_field="id", validate=False)
-            for field, value in ((STATE, ImageState.REVIEWED.value), (REVIEWED_AT, now)):
-                self.dataset.set_values(field, dict.fromkeys(ids, value), key_field="id")
-            self.dataset.set_values(REVIEWED_BY, reviewers, key_field="id")
-        return report
+        documents.reload_samples(self.dataset, list(changes))
 
     # -- reading ---------------------------------------------------------------------------
 
+    def state_counts(self) -> dict[str, int]:
+        """Images per ``ImageState`` (every state listed, zero included)."""
+        counts = self.dataset.count_values(STATE)
+        return {s.value: counts.get(s.value, 0) for s in ImageState}
+
     def status(self) -> dict:
         """Counts for ``bootstrap status``: samples, failed, stored boxes, samples per state."""
-        states = self.dataset.count_values(STATE)
+        states = self.state_counts()
         return {
             "dataset": self.name,
             "samples": len(self.dataset),
-            "failed": states.get(ImageState.FAILED.value, 0),
-            "pending": states.get(ImageState.PENDING.value, 0),
+            "failed": states[ImageState.FAILED.value],
+            "pending": states[ImageState.PENDING.value],
             "predictions": self.dataset.count(f"{PREDICTIONS}.detections"),
             "labels": self.dataset.count(f"{LABELS}.detections"),
-            "states": {s.value: states.get(s.value, 0) for s in ImageState},
+            "states": states,
             "models": sorted(m for m in self.dataset.distinct(PREDICTION_MODEL) if m),
         }
 
@@ -483,15 +322,21 @@ class ImageStore:
         return list(zip(paths, reasons, strict=True))
 
 
+# -- the one rule: human labels are never overwritten ----------------------------------------
+
+
 def is_human_decided(box) -> bool:
     """A working box a person has drawn, confirmed or tagged: never changed by the pipeline.
 
     Default-human: the pipeline writes ``provenance: auto`` on every box it creates, so a box
     without it was made by someone else (a box drawn in the App's Annotate tab carries no
-    ``provenance``) and is a person's. ``box`` is an ``fo.Detection`` or its stored document (a
-    dict), as ``apply_triage`` reads it.
+    ``provenance``) and is a person's. ``box`` is an ``fo.Detection`` or its stored document
+    (a dict).
     """
-    return _box_field(box, "provenance") != Provenance.AUTO.value or bool(_box_field(box, "tags"))
+    return (
+        documents.box_field(box, "provenance") != Provenance.AUTO.value
+        or bool(documents.box_field(box, "tags"))
+    )
 
 
 def merge_working_labels(current, proposed: list) -> list:
@@ -502,10 +347,12 @@ def merge_working_labels(current, proposed: list) -> list:
     prediction a kept box already represents. Automatic boxes nobody touched are replaced.
     Boxes are ``fo.Detection`` objects or their documents; kept boxes are returned as given.
     """
-    current_boxes = _box_field(current, "detections") if current is not None else None
+    current_boxes = documents.box_field(current, "detections") if current is not None else None
     kept = [box for box in current_boxes or [] if is_human_decided(box)]
-    represented = {_box_field(box, "prediction_id") for box in kept} - {None}
-    return kept + [box for box in proposed if _box_field(box, "prediction_id") not in represented]
+    represented = {documents.box_field(box, "prediction_id") for box in kept} - {None}
+    return kept + [
+        box for box in proposed if documents.box_field(box, "prediction_id") not in represented
+    ]
 
 
 def final_box_filter():
@@ -518,42 +365,6 @@ def final_box_filter():
     return (
         (F("provenance") != Provenance.AUTO.value) | (F("route") == Route.ACCEPT.value)
     ) & ~F("tags").contains(REJECT_TAG)
-
-
-def _box_field(box, name: str):
-    # Labels come as FiftyOne objects (review, tests) or as raw documents (bulk triage).
-    return box.get(name) if isinstance(box, dict) else getattr(box, name, None)
-
-
-def detections_document(detections: Detections) -> dict:
-    """Our ``Detections`` as the document FiftyOne stores for ``fo.Detections`` (relative
-    [x, y, w, h] boxes), without building ``fo.Detection`` objects (tests compare it with
-    FiftyOne's own)."""
-    boxes = detections.relative_xywh().tolist()
-    return {
-        "_cls": "Detections",
-        "detections": [
-            _detection_document(
-                label=str(detections.label[i]),
-                bounding_box=boxes[i],
-                confidence=float(detections.confidence[i]),
-                model_label=str(detections.model_label[i]),
-                **{key: float(values[i]) for key, values in detections.extras.items()},
-            )
-            for i in range(len(detections))
-        ],
-    }
-
-
-def _detection_document(**fields) -> dict:
-    # The stored form of fo.Detection(**fields) (tests/test_store.py checks it against
-    # FiftyOne's own); dynamic attributes sit beside the built-in ones, as FiftyOne stores them.
-    return {"_id": ObjectId(), "_cls": "Detection", "attributes": {}, "tags": [], **fields}
-
-
-def _sample_rand() -> float:
-    # What FiftyOne puts in a new sample's `_rand` (fiftyone.core.odm.sample._generate_rand).
-    return random.random() * 0.001 + 0.999
 
 
 def _import_fiftyone():

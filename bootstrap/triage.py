@@ -26,45 +26,41 @@ Uncertainty signals (each a number stored on the sample, so people can sort by i
 
 Priority (higher is reviewed first) adds up the expected corrections on the image:
 ``sum over review boxes of 1 - |2c - 1|`` (1 for a coin-flip box, 0 near 0 or 1)
-``+ likely_misses + class_confusion + tta_disagreement + model_disagreement`` (weights in
-``SignalWeights``).
+``+ likely_misses + class_confusion + tta_disagreement + model_disagreement``.
+
+``apply_triage`` runs all of that over a stored dataset (the one function here that touches the
+database, through ``ImageStore``'s bulk reads and writes).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
+from datetime import UTC, datetime
 
 import numpy as np
 
+from bootstrap.boxes import pairwise_iou
 from bootstrap.config import TriageConfig
+from bootstrap.documents import box_list_document, detection_document
+from bootstrap.schema import (
+    DISAGREEMENT_SIGNALS,
+    LABELS,
+    PREDICTION_MODEL,
+    PREDICTION_RUN,
+    PREDICTIONS,
+    PRIORITY,
+    SIGNALS,
+    STATE,
+    TRIAGE_INPUT_STATES,
+    ImageState,
+    Provenance,
+    Route,
+)
+from bootstrap.store import ImageStore, merge_working_labels
 
-
-class Route(StrEnum):
-    ACCEPT = "accept"
-    REVIEW = "review"
-    REJECT = "reject"
-
-
-class TriageState(StrEnum):
-    # Mirrors the triage states of bootstrap.store.ImageState (kept here so triage stays pure).
-    AUTO_ACCEPTED = "auto_accepted"
-    NEEDS_REVIEW = "needs_review"
-    EMPTY = "empty"
-
-
-#: Signal name -> the per-box support extra it is computed from (bootstrap.proposals).
-DISAGREEMENT_SIGNALS = {"tta_disagreement": "tta_support", "model_disagreement": "model_support"}
-SIGNALS = ("class_confusion", "likely_misses", *DISAGREEMENT_SIGNALS)
-
-
-@dataclass(frozen=True)
-class SignalWeights:
-    likely_misses: float = 1.0
-    class_confusion: float = 1.0
-    tta_disagreement: float = 1.0
-    model_disagreement: float = 1.0
+#: Images triaged per read/write round trip (bounds triage's memory on any dataset size).
+TRIAGE_CHUNK = 1000
 
 
 @dataclass(frozen=True)
@@ -72,7 +68,7 @@ class ImageTriage:
     """The triage outcome of one image."""
 
     routes: tuple[Route, ...]
-    state: TriageState
+    state: ImageState  # auto_accepted, needs_review or empty
     priority: float
     signals: dict[str, float]
 
@@ -112,27 +108,12 @@ def class_confusion(
     return int(np.triu((iou >= iou_threshold) & differs, k=1).sum())
 
 
-def pairwise_iou(a_xywh: np.ndarray, b_xywh: np.ndarray) -> np.ndarray:
-    """IoU matrix of two sets of [x, y, w, h] boxes (any consistent units)."""
-    # numpy, not torchvision's box_iou: for one image's few boxes, torch's per-call overhead was
-    # half of triage's time, and a CLI without a model would pay seconds to import torch.
-    a = np.asarray(a_xywh, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b_xywh, dtype=np.float64).reshape(-1, 4)
-    low = np.maximum(a[:, None, :2], b[None, :, :2])
-    high = np.minimum(a[:, None, :2] + a[:, None, 2:], b[None, :, :2] + b[None, :, 2:])
-    inter = np.clip(high - low, 0.0, None).prod(axis=2)
-    union = a[:, 2:].prod(axis=1)[:, None] + b[:, 2:].prod(axis=1)[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / union, 0.0)
-
-
 def triage_image(
     labels: list[str],
     confidences: np.ndarray,
     boxes_xywh: np.ndarray,
     config: TriageConfig,
     support: Mapping[str, np.ndarray | None] | None = None,
-    weights: SignalWeights = SignalWeights(),
 ) -> ImageTriage:
     """Route an image's boxes and derive its state, signals and priority.
 
@@ -170,12 +151,85 @@ def triage_image(
         )
     )
     if review.any() or doubt:
-        state = TriageState.NEEDS_REVIEW
+        state = ImageState.NEEDS_REVIEW
     elif kept.any():
-        state = TriageState.AUTO_ACCEPTED
+        state = ImageState.AUTO_ACCEPTED
     else:
-        state = TriageState.EMPTY
+        state = ImageState.EMPTY
 
     box_doubt = float((1.0 - np.abs(2.0 * confidences[review] - 1.0)).sum())
-    priority = box_doubt + sum(getattr(weights, name) * value for name, value in signals.items())
+    priority = box_doubt + sum(signals.values())
     return ImageTriage(tuple(routes), state, round(priority, 6), signals)
+
+
+# -- applying triage to a dataset ------------------------------------------------------------
+
+
+def apply_triage(
+    store: ImageStore, config: TriageConfig, states: tuple[str, ...] = TRIAGE_INPUT_STATES
+) -> dict[str, int]:
+    """(Re)route a dataset's stored predictions into ``labels``, states, signals, priorities.
+
+    No inference: this reads ``predictions`` only, so new thresholds are cheap to try.
+    Reviewed, failed and pending images are left alone, and on every other image the boxes
+    a human decided are kept as they are (``store.merge_working_labels``).
+    ``states`` limits which images are (re)triaged (``annotate`` passes only ``predicted``);
+    it never admits reviewed, failed or pending images.
+    Returns the number of images per resulting state.
+    """
+    states = tuple(s for s in states if s in TRIAGE_INPUT_STATES)
+    # The ids first (compact), then the documents chunk by chunk: memory stays flat however
+    # large the dataset, and a cursor over `state` would meet documents again as their state
+    # changes under it. Raw documents, not FiftyOne objects: building a Detection object per
+    # stored box was most of triage's time.
+    ids = store.ids_in_states(states)
+    counts: dict[str, int] = {}
+    support_keys = list(DISAGREEMENT_SIGNALS.values())  # per-box view support, when fused
+    box_fields = ("_id", "label", "confidence", "bounding_box", *support_keys)
+    projection = {
+        PREDICTION_MODEL: 1, PREDICTION_RUN: 1, f"{LABELS}.detections": 1,
+        **{f"{PREDICTIONS}.detections.{f}": 1 for f in box_fields},
+    }
+    for start in range(0, len(ids), TRIAGE_CHUNK):
+        now = datetime.now(UTC).replace(tzinfo=None)
+        changes = {}
+        for doc in store.read_documents(ids[start:start + TRIAGE_CHUNK], projection):
+            boxes = (doc.get(PREDICTIONS) or {}).get("detections") or []
+            support = {
+                key: np.array([box[key] for box in boxes], dtype=np.float64)
+                for key in support_keys
+                if boxes and all(box.get(key) is not None for box in boxes)
+            }
+            outcome = triage_image(
+                [box["label"] for box in boxes],
+                np.array([box.get("confidence") for box in boxes], dtype=np.float64),
+                np.array([box["bounding_box"] for box in boxes], dtype=np.float64).reshape(-1, 4),
+                config,
+                support,
+            )
+            proposed = [
+                detection_document(
+                    label=box["label"],
+                    bounding_box=box["bounding_box"],
+                    confidence=box.get("confidence"),
+                    provenance=Provenance.AUTO.value,
+                    route=route.value,
+                    prediction_id=str(box["_id"]),
+                    model=doc.get(PREDICTION_MODEL),
+                    run=doc.get(PREDICTION_RUN),
+                    **{key: box[key] for key in support},
+                )
+                for box, route in zip(boxes, outcome.routes, strict=True)
+                if route != Route.REJECT
+            ]
+            state = outcome.state.value
+            changes[doc["_id"]] = {
+                LABELS: box_list_document(merge_working_labels(doc.get(LABELS), proposed)),
+                STATE: state,
+                PRIORITY: outcome.priority,
+                **outcome.signals,
+                "last_modified_at": now,
+            }
+            counts[state] = counts.get(state, 0) + 1
+        store.bulk_set(changes)
+    return counts

@@ -1,6 +1,14 @@
-"""Prefect flows: thin sequences of library calls (see ``bootstrap``)."""
+"""Prefect flows: thin sequences of library calls (see ``bootstrap``).
+
+Importing the package applies the applications' environment defaults before Prefect and
+FiftyOne are imported (``bootstrap.environment``).
+"""
 
 import re
+
+from bootstrap.environment import apply_defaults
+
+apply_defaults()
 
 
 def artifact_key(prefix: str, dataset: str) -> str:

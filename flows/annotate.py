@@ -1,15 +1,15 @@
-"""The ``annotate`` flow: register new images, detect them chunk by chunk, summarise.
+"""The ``annotate`` flow: register new images, detect them chunk by chunk, triage, summarise.
 
-Each task calls one library function; the flow only sequences them and publishes artifacts.
-Resumable by construction: the dataset is the work queue (see ``bootstrap.annotate``).
+The steps and their order are the library's (``bootstrap.annotate.run_annotation``); this flow
+runs each step as a Prefect task (``PrefectSteps``), the chunks locally or on Dask, holds one
+run per dataset, and publishes the progress and summary artifacts. Resumable by construction:
+the dataset is the work queue.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal
 from uuid import UUID
 
 from prefect import flow, task
@@ -23,37 +23,59 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run
 
 from bootstrap import annotate as steps
-from bootstrap.config import PipelineConfig, config_from_flags
-from bootstrap.store import ImageStore
+from bootstrap.config import DetectorOptions, PipelineConfig, load_pipeline_config
 from flows import artifact_key
 from flows.runners import check_task_runner, dask_task_runner
 
-# Database and file errors are usually transient (a restarting MongoDB, a flaky mount).
+# Database and file errors are usually transient (a restarting MongoDB, a flaky mount); a bad
+# setup (missing weights, an ontology that does not fit) is not, so check_setup is not retried.
 IO_RETRIES = dict(retries=2, retry_delay_seconds=5)
 
 
-@task(cache_policy=NONE)
-def check_setup(config: PipelineConfig) -> None:
-    steps.check_setup(config)
+def _task(fn, **options):
+    return task(fn, name=fn.__name__.replace("_", "-"), cache_policy=NONE, **options)
 
 
-@task(cache_policy=NONE, **IO_RETRIES)
-def discover_new_images(config: PipelineConfig) -> steps.DiscoveryReport:
-    return steps.register_new_images(config, ImageStore(config.dataset))
+TASKS = {
+    steps.check_setup: _task(steps.check_setup),
+    steps.discover_new_images: _task(steps.discover_new_images, **IO_RETRIES),
+    steps.plan_chunks: _task(steps.plan_chunks, **IO_RETRIES),
+    steps.annotate_chunk: _task(steps.annotate_chunk, **IO_RETRIES),
+    steps.triage_new_images: _task(steps.triage_new_images, **IO_RETRIES),
+    steps.dataset_totals_markdown: _task(steps.dataset_totals_markdown),
+}
 
 
-@task(cache_policy=NONE, **IO_RETRIES)
-def plan_chunks(
-    config: PipelineConfig, chunk_size: int, max_chunks: int | None
-) -> list[list[str]]:
-    return steps.plan_chunks(ImageStore(config.dataset), chunk_size, max_chunks)
+class PrefectSteps:
+    """Runs the library's steps as Prefect tasks; chunks one after another in this process
+    (``local``) or all at once on a Dask cluster; updates the progress artifact per chunk."""
 
+    def __init__(self, task_runner: str, dataset: str):
+        self._task_runner = task_runner
+        self._dataset = dataset
 
-@task(cache_policy=NONE, **IO_RETRIES)
-def annotate_chunk(
-    config: PipelineConfig, run_id: str, sample_ids: list[str]
-) -> steps.BatchReport:
-    return steps.annotate_images(config, ImageStore(config.dataset), run_id, sample_ids)
+    def step(self, fn, *args):
+        return TASKS[fn](*args)
+
+    def chunks(
+        self, config: PipelineConfig, run_id: str, chunks: list[list[str]], pending: int
+    ) -> list[steps.BatchReport]:
+        progress_id = create_progress_artifact(
+            progress=0.0, key=artifact_key("annotate-progress", self._dataset),
+            description=f"Images annotated of {pending} pending",
+        )
+        if self._task_runner == "local" or not chunks:
+            batches = []
+            for chunk in chunks:
+                batches.append(TASKS[steps.annotate_chunk](config, run_id, chunk))
+                _report_progress(progress_id, batches, pending)
+        else:
+            parallel = annotate_chunks_in_parallel.with_options(
+                task_runner=dask_task_runner(self._task_runner)
+            )
+            batches = parallel(config, run_id, chunks, progress_id, pending)
+        update_progress_artifact(progress_id, 100.0)
+        return batches
 
 
 @flow(name="annotate-chunks-dask")
@@ -65,7 +87,7 @@ def annotate_chunks_in_parallel(
     pending: int,
 ) -> list[steps.BatchReport]:
     """All chunks at once on the flow's (Dask) task runner; progress as each one finishes."""
-    futures = [annotate_chunk.submit(config, run_id, chunk) for chunk in chunks]
+    futures = [TASKS[steps.annotate_chunk].submit(config, run_id, chunk) for chunk in chunks]
     batches: list[steps.BatchReport] = []
     for future in as_completed(futures):
         batches.append(future.result())
@@ -84,8 +106,7 @@ def one_run_per_dataset(dataset: str) -> Iterator[None]:
 
     Two runs on one dataset (a schedule firing while a manual run goes on) then take turns:
     the second waits, then finds nothing new. The store's unique content hash would already
-    prevent duplicate samples; the slot also prevents detecting the same image twice. The slot
-    is leased: a killed run frees it when the lease (5 minutes) runs out.
+    prevent duplicate samples; the slot also prevents detecting the same image twice.
     """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
@@ -109,40 +130,12 @@ def one_run_per_dataset(dataset: str) -> Iterator[None]:
         yield
 
 
-@task(cache_policy=NONE, **IO_RETRIES)
-def triage_new_images(config: PipelineConfig) -> dict[str, int]:
-    return ImageStore(config.dataset).apply_triage(config.triage, states=("predicted",))
-
-
-@task(cache_policy=NONE)
-def dataset_totals(config: PipelineConfig) -> str:
-    return steps.dataset_totals_markdown(ImageStore(config.dataset))
-
-
-@task(cache_policy=NONE)
-def summarise(
-    config: PipelineConfig,
-    run_id: str,
-    discovery: steps.DiscoveryReport,
-    batches: list[steps.BatchReport],
-    wall_seconds: float,
-    routed: dict[str, int],
-) -> steps.AnnotationSummary:
-    return steps.summarise(config, run_id, discovery, batches, wall_seconds, routed)
-
-
 @flow(name="annotate", log_prints=True)
 def annotate(
     sources: list[str] | None = None,
     dataset: str | None = None,
     config_path: str | None = None,
-    model: str | None = None,
-    device: str | None = None,
-    batch_size: int | None = None,
-    image_size: int | None = None,
-    min_confidence: float | None = None,
-    tta: list[Literal["hflip", "upscale"]] | None = None,
-    second_model: str | None = None,
+    detector: DetectorOptions = DetectorOptions(),  # type: ignore[valid-type]
     chunk_size: int | None = None,
     max_chunks: int | None = None,
     task_runner: str = "local",
@@ -153,61 +146,27 @@ def annotate(
         sources: folders, files or globs; empty uses the config's sources.
         dataset: FiftyOne dataset name; empty uses the config's.
         config_path: a pipeline YAML config; empty uses configs/default.yaml.
-        model: weights path or name (looked up in $BOOTSTRAP_MODELS, else downloaded).
-        device: auto, cpu, cuda or cuda:N.
-        batch_size: images per model call.
-        image_size: inference size in pixels (a multiple of 32).
-        min_confidence: the lowest score stored (at most 0.1).
-        tta: test-time views whose boxes are fused in: hflip, upscale (one inference pass each).
-        second_model: a second detector whose boxes are fused in, e.g. yolo26n.pt.
+        detector: detector settings over the config's (model, device, batch size, image
+            size, confidence floor, test-time views, second model...); empty fields keep it.
         chunk_size: images per detection task (default 8 batches).
         max_chunks: stop after this many chunks; the rest stays pending for the next run.
         task_runner: where chunks run: local (one after another in this process), dask or
             dask:N (N local Dask worker processes), or a Dask scheduler address tcp://host:8786.
     """
     check_task_runner(task_runner)
-    started = time.perf_counter()
-    config = config_from_flags(
-        config_path,
-        dataset=dataset,
-        sources=sources,
-        model=model,
-        device=device,
-        batch_size=batch_size,
-        image_size=image_size,
-        min_confidence=min_confidence,
-        tta=tta,
-        second_model=second_model,
-    )
-    run_id = str(flow_run.get_id() or "local")
-    check_setup(config)
+    config = load_pipeline_config(config_path, dataset=dataset, sources=sources, detector=detector)
+    runner = PrefectSteps(task_runner, config.dataset)
     with one_run_per_dataset(config.dataset):
-        discovery = discover_new_images(config)
-        progress_id = create_progress_artifact(
-            progress=0.0, key=artifact_key("annotate-progress", config.dataset),
-            description=f"Images annotated of {discovery.pending} pending",
+        summary = steps.run_annotation(
+            config, run_id=str(flow_run.get_id() or "local"), chunk_size=chunk_size,
+            max_chunks=max_chunks, runner=runner,
         )
-        chunks = plan_chunks(config, chunk_size or steps.default_chunk_size(config), max_chunks)
-        batches: list[steps.BatchReport] = []
-        if task_runner == "local" or not chunks:
-            for chunk in chunks:
-                batches.append(annotate_chunk(config, run_id, chunk))
-                _report_progress(progress_id, batches, discovery.pending)
-        else:
-            parallel = annotate_chunks_in_parallel.with_options(
-                task_runner=dask_task_runner(task_runner)
-            )
-            batches = parallel(config, run_id, chunks, progress_id, discovery.pending)
-        update_progress_artifact(progress_id, 100.0)
-        routed = triage_new_images(config)
-    summary = summarise(config, run_id, discovery, batches, time.perf_counter() - started, routed)
     create_markdown_artifact(
         markdown=(
             f"# Annotate `{config.dataset}`\n\n{summary.to_markdown()}\n\n"
-            f"{dataset_totals(config)}"
+            f"{runner.step(steps.dataset_totals_markdown, config)}"
         ),
         key=artifact_key("annotate-summary", config.dataset),
         description="Pre-annotation summary",
     )
     return summary.to_dict()
-

@@ -14,12 +14,12 @@ from prefect import flow, task
 from prefect.artifacts import create_image_artifact, create_markdown_artifact
 from prefect.cache_policies import NONE
 
-from bootstrap.config import PipelineConfig, config_from_flags
-from bootstrap.evaluate import Evaluation, evaluate_field, import_ground_truth
+from bootstrap.config import PipelineConfig, load_pipeline_config
+from bootstrap.evaluation.ground_truth import import_ground_truth
+from bootstrap.evaluation.metrics import Evaluation, evaluate_field
+from bootstrap.evaluation.report import evaluation_markdown, write_report
+from bootstrap.evaluation.simulation import SimulationReport, cost_quality_curve
 from bootstrap.ontology import Ontology
-from bootstrap.report import evaluation_markdown, write_report
-from bootstrap.review import SimulationReport
-from bootstrap.simulation import cost_quality_curve
 from bootstrap.store import ImageStore
 from flows import artifact_key
 
@@ -68,7 +68,7 @@ def evaluate(
         simulate: add the review simulation's cost-vs-quality curve (one clone per budget).
         config_path: pipeline config (ontology, triage thresholds for the simulation).
     """
-    config = config_from_flags(config_path, dataset=dataset)
+    config = load_pipeline_config(config_path, dataset=dataset)
     import_truth(config, ground_truth)
     evaluation = evaluate_labels(dataset, field)
     curve = simulate_budgets(config, ground_truth) if simulate else None

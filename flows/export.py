@@ -7,7 +7,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
-from bootstrap.config import PipelineConfig, config_from_flags
+from bootstrap.config import PipelineConfig, load_pipeline_config
 from bootstrap.export import export_dataset, manifest_markdown
 from bootstrap.store import ImageStore
 from flows import artifact_key
@@ -42,7 +42,7 @@ def export(
 
     Returns the manifest.
     """
-    config = config_from_flags(config_path, dataset=dataset)
+    config = load_pipeline_config(config_path, dataset=dataset)
     manifest = export_final_labels(config, out_dir, format, include, split, str(flow_run.get_id()))
     create_markdown_artifact(
         markdown=manifest_markdown(manifest, out_dir),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from bootstrap.config import DetectorOptions
 from flows.annotate import annotate
 from flows.export import export
 from flows.review import review
@@ -19,7 +20,7 @@ def bootstrap(
     sources: list[str] | None = None,
     dataset: str | None = None,
     config_path: str | None = None,
-    model: str | None = None,
+    detector: DetectorOptions = DetectorOptions(),  # type: ignore[valid-type]
     task_runner: str = "local",
     review_budget: int | None = 50,
     review_timeout_hours: float = 24.0,
@@ -33,7 +34,7 @@ def bootstrap(
         sources: folders, files or globs; empty uses the config's sources.
         dataset: FiftyOne dataset name; empty uses the config's.
         config_path: a pipeline YAML config; empty uses configs/default.yaml.
-        model: weights path or name; empty uses the config's.
+        detector: detector settings over the config's (see the annotate flow).
         task_runner: local, dask, dask:N or a Dask scheduler address (see the annotate flow).
         review_budget: at most this many images in the review batch.
         review_timeout_hours: how long the run waits for the reviewer before it fails.
@@ -42,7 +43,7 @@ def bootstrap(
         export_split: split fractions, e.g. train=0.8,val=0.2.
     """
     annotated = annotate(
-        sources=sources, dataset=dataset, config_path=config_path, model=model,
+        sources=sources, dataset=dataset, config_path=config_path, detector=detector,
         task_runner=task_runner,
     )
     name = annotated["dataset"]

@@ -15,9 +15,10 @@ from prefect.cache_policies import NONE
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 
-from bootstrap.config import config_from_flags
-from bootstrap.review import ReviewQueue, build_review_queue, queue_markdown
+from bootstrap.config import load_pipeline_config
+from bootstrap.review import ReviewQueue, apply_reviews, build_review_queue, queue_markdown
 from bootstrap.store import ImageStore
+from bootstrap.triage import apply_triage
 from flows import artifact_key
 
 
@@ -30,8 +31,8 @@ class ReviewDone(RunInput):
 
 @task(cache_policy=NONE)
 def triage_dataset(dataset: str, config_path: str | None) -> dict[str, int]:
-    config = config_from_flags(config_path, dataset=dataset)
-    return ImageStore.open_existing(dataset).apply_triage(config.triage)
+    config = load_pipeline_config(config_path, dataset=dataset)
+    return apply_triage(ImageStore.open_existing(dataset), config.triage)
 
 
 @task(cache_policy=NONE)
@@ -41,12 +42,12 @@ def queue_review_batch(dataset: str, budget: int | None) -> ReviewQueue:
 
 @task(cache_policy=NONE)
 def count_states(dataset: str) -> dict[str, int]:
-    return ImageStore.open_existing(dataset).status()["states"]
+    return ImageStore.open_existing(dataset).state_counts()
 
 
 @task(cache_policy=NONE)
-def apply_reviews(dataset: str, reviewer: str | None) -> dict[str, int]:
-    return ImageStore.open_existing(dataset).apply_reviews(reviewer)
+def apply_review_decisions(dataset: str, reviewer: str | None) -> dict[str, int]:
+    return apply_reviews(ImageStore.open_existing(dataset), reviewer)
 
 
 @flow(name="review", log_prints=True)
@@ -87,5 +88,5 @@ def review(
         timeout=int(timeout_hours * 3600),
         poll_interval=2,
     )
-    applied = apply_reviews(dataset, answer.reviewer) if answer.done else {}
+    applied = apply_review_decisions(dataset, answer.reviewer) if answer.done else {}
     return {"routed": routed, "queued": len(queue.sample_ids), "applied": applied}

@@ -35,7 +35,7 @@ def _peak_rss_mib() -> float:
 def _plain(args: argparse.Namespace, paths: list[str]) -> dict:
     from ultralytics import YOLO
 
-    from bootstrap.detect import resolve_weights
+    from bootstrap.yolo import resolve_weights
 
     model = YOLO(resolve_weights(args.model))
     model.predict(paths[: args.batch_size], conf=args.conf, imgsz=args.imgsz, verbose=False)
@@ -54,9 +54,9 @@ def _plain(args: argparse.Namespace, paths: list[str]) -> dict:
 def _pipeline(args: argparse.Namespace, paths: list[str]) -> dict:
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL", "WARNING")
-    from bootstrap.config import DetectorConfig
+    from bootstrap.config import DetectorConfig, DetectorOptions
     from bootstrap.decode import decode_image
-    from bootstrap.detect import load_detector
+    from bootstrap.detectors import load_detector
     from flows.annotate import annotate
 
     detector = load_detector(
@@ -69,12 +69,13 @@ def _pipeline(args: argparse.Namespace, paths: list[str]) -> dict:
         (folder / Path(path).name).symlink_to(path)
     dataset = f"bench-{uuid.uuid4().hex[:8]}"
     # Warm Prefect's ephemeral API and FiftyOne's database outside the clock, too.
-    annotate(sources=[str(folder)], dataset=dataset + "-warm", max_chunks=0, model=args.model)
-    started = time.perf_counter()
-    summary = annotate(
-        sources=[str(folder)], dataset=dataset, model=args.model, batch_size=args.batch_size,
-        image_size=args.imgsz, min_confidence=args.conf,
+    options = DetectorOptions(
+        model=args.model, batch_size=args.batch_size, image_size=args.imgsz,
+        min_confidence=args.conf,
     )
+    annotate(sources=[str(folder)], dataset=dataset + "-warm", max_chunks=0, detector=options)
+    started = time.perf_counter()
+    summary = annotate(sources=[str(folder)], dataset=dataset, detector=options)
     seconds = time.perf_counter() - started
     import fiftyone as fo
 
@@ -84,6 +85,9 @@ def _pipeline(args: argparse.Namespace, paths: list[str]) -> dict:
 
 
 def main() -> None:
+    from bootstrap.environment import apply_defaults
+
+    apply_defaults()  # before FiftyOne, Prefect or Ultralytics is imported (children inherit it)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=128, help="how many images (N)")
     parser.add_argument("--source", type=Path, default=DEFAULT_IMAGES)

@@ -1,7 +1,7 @@
 """Scale benchmark: the pipeline itself over 1k / 10k / 100k small synthetic images.
 
 A fast stand-in detector (registered as the ``standin:`` model scheme through
-``bootstrap.detect.register_detector``) replaces YOLO, so what is measured is everything around
+``bootstrap.detectors.register_detector``) replaces YOLO, so what is measured is everything around
 the model: discovery, hashing, registration, decoding, database writes and triage. Each size runs
 ``run_annotation`` (the library's annotate, no Prefect) into a fresh FiftyOne dataset, in its own
 process so peak RSS is per size, then runs it again over the same, now known, images (the no-op
@@ -120,35 +120,40 @@ class StandInDetector:
 # -- one size, in a child process ---------------------------------------------------------------
 
 
-def _timed(timers: dict, cls, method: str, count) -> None:
-    """Wrap ``cls.method`` to add its wall time and ``count(args, result)`` items to ``timers``."""
-    original = getattr(cls, method)
+def _timed(timers: dict, owner, name: str, count, key: str | None = None) -> None:
+    """Wrap ``owner.name`` (a method of a class, or a function of a module) to add its wall time
+    and ``count(args, result)`` items to ``timers[key or name]``; ``args`` excludes ``self``."""
+    original = getattr(owner, name)
+    method = key or name
+    is_method = isinstance(owner, type)
 
     @functools.wraps(original)
-    def wrapper(self, *args, **kwargs):
+    def wrapper(*args, **kwargs):
         started = time.perf_counter()
-        result = original(self, *args, **kwargs)
+        result = original(*args, **kwargs)
+        args = args[1:] if is_method else args
         entry = timers.setdefault(method, {"seconds": 0.0, "items": 0, "calls": 0})
         entry["seconds"] += time.perf_counter() - started
         entry["items"] += count(args, result)
         entry["calls"] += 1
         return result
 
-    setattr(cls, method, wrapper)
+    setattr(owner, name, wrapper)
 
 
 def run_size(corpus: Path, size: int, batch_size: int, profile: Path | None) -> dict:
     logging.basicConfig(level=logging.WARNING)
+    from bootstrap import annotate
     from bootstrap.annotate import run_annotation
     from bootstrap.config import validate_config
-    from bootstrap.detect import register_detector
+    from bootstrap.detectors import register_detector
     from bootstrap.store import ImageStore
 
     register_detector("standin:", StandInDetector)
     timers: dict = {}
     _timed(timers, ImageStore, "add_pending", lambda args, n: n)
     _timed(timers, ImageStore, "record_results", lambda args, _: len(args[0]))
-    _timed(timers, ImageStore, "apply_triage", lambda args, counts: sum(counts.values()))
+    _timed(timers, annotate, "apply_triage", lambda args, counts: sum(counts.values()))
     _timed(timers, ImageStore, "known_files", lambda args, known: len(known))
     _timed(timers, ImageStore, "list_pending", lambda args, pending: len(pending))
     dataset = f"bench-scale-{size}-{uuid.uuid4().hex[:6]}"
@@ -208,6 +213,9 @@ def _rate(step: dict | None) -> float:
 
 
 def main() -> None:
+    from bootstrap.environment import apply_defaults
+
+    apply_defaults()  # before FiftyOne, Prefect or Ultralytics is imported (children inherit it)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", default=os.environ.get("BENCH_SCALES", DEFAULT_SCALES),
                         help="comma-separated corpus sizes (env BENCH_SCALES)")

@@ -1,5 +1,9 @@
-"""Shared fixtures: real images from ../shared, the real model, a real FiftyOne database, and a
-real (temporary) Prefect API."""
+"""Shared fixtures: real images from ../shared, a real FiftyOne database of the tests' own, and
+a real (temporary) Prefect API. Helpers that tests import are in ``tests/helpers.py``.
+
+Layers: ``tests/unit`` imports neither FiftyOne nor Prefect (``make test-fast``, seconds);
+``tests/integration`` uses the real model, database, flows and servers.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-COCO = SHARED / "data" / "coco128-train"
-MODELS = SHARED / "models"
+from bootstrap.environment import apply_defaults
+from tests.helpers import COCO, MODELS
 
 if MODELS.is_dir():
     os.environ.setdefault("BOOTSTRAP_MODELS", str(MODELS))
@@ -23,22 +25,7 @@ if "FIFTYONE_DATABASE_URI" not in os.environ:
     os.environ.setdefault(
         "FIFTYONE_DATABASE_DIR", str(Path(tempfile.gettempdir()) / "bootstrap-tests-fiftyone")
     )
-
-import bootstrap  # noqa: E402,F401  (sets the offline-friendly environment defaults)
-
-
-def _weights_available() -> bool:
-    folder = os.environ.get("BOOTSTRAP_MODELS")
-    return bool(folder) and (Path(folder) / "yolov8n.pt").is_file()
-
-
-needs_coco = pytest.mark.skipif(
-    not (COCO / "images").is_dir(), reason=f"real test images not found at {COCO}"
-)
-needs_model = pytest.mark.skipif(
-    not _weights_available(),
-    reason="yolov8n.pt not found: set BOOTSTRAP_MODELS to a folder holding it (../shared/models)",
-)
+apply_defaults()
 
 
 @pytest.fixture(scope="session")
@@ -90,51 +77,3 @@ def prefect_server(tmp_path_factory):
         pytest.fail(str(error))
     yield server
     server.stop()
-
-
-def paused_flow_run_ids() -> list[str]:
-    """Ids of the flow runs paused (waiting for a person) on the current Prefect API."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
-
-    paused = FlowRunFilter(
-        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
-    )
-    with get_client(sync_client=True) as client:
-        return [str(run.id) for run in client.read_flow_runs(flow_run_filter=paused)]
-
-
-def latest_artifacts(*keys: str) -> dict:
-    """``{key: the newest artifact with that key}`` on the current Prefect API."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-    from prefect.client.schemas.sorting import ArtifactSort
-
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=list(keys))),
-            sort=ArtifactSort.CREATED_DESC,
-        )
-    latest: dict = {}
-    for artifact in found:
-        latest.setdefault(artifact.key, artifact)
-    return latest
-
-
-def confirm_queue_and_resume(store, flow_run_id, reviewer: str = "ana") -> int:
-    """Play the reviewer in the App on a paused run: confirm every queued image as it is
-    (sample tag ``reviewed``), then resume the run with the form's input. Returns how many
-    images were queued."""
-    from prefect.flow_runs import resume_flow_run
-
-    queued = store.dataset.load_saved_view("review-queue")
-    for sample in queued:
-        sample.tags.append("reviewed")
-        sample.save()
-    resume_flow_run(flow_run_id, run_input={"done": True, "reviewer": reviewer})
-    return len(queued)

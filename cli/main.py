@@ -1,0 +1,236 @@
+"""The ``bootstrap`` command: the Typer app and its pipeline commands.
+
+Sub-apps and command groups live beside it: ``cli.review`` (``bootstrap review queue|apply|
+push|pull``) and ``cli.evaluate`` (``simulate-review``, ``evaluate``, ``calibrate``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bootstrap import progress
+from bootstrap.config import DetectorOptions
+from bootstrap.environment import apply_defaults
+from cli import evaluate as evaluate_commands
+from cli import review as review_commands
+from cli.common import (
+    ConfigOpt,
+    DatasetArg,
+    JsonOpt,
+    err,
+    fail,
+    launch_app,
+    open_existing,
+    out,
+    pipeline_config,
+    triage_config,
+)
+from cli.options import model_flags
+
+app = typer.Typer(
+    help="Turn raw image folders into labelled object-detection datasets.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(review_commands.app, name="review")
+app.command("simulate-review")(evaluate_commands.simulate_review)
+app.command("evaluate")(evaluate_commands.evaluate)
+app.command("calibrate")(evaluate_commands.calibrate)
+
+
+class _RichBars:
+    """Draws the library's progress events as rich progress bars."""
+
+    def __init__(self, bars: Progress):
+        self._bars = bars
+        self._ids: dict[str, int] = {}
+
+    def start(self, name: str, total: int | None) -> None:
+        if name in self._ids:
+            self._bars.update(self._ids[name], total=total, completed=0)
+        else:
+            self._ids[name] = self._bars.add_task(name, total=total)
+
+    def advance(self, name: str, amount: int) -> None:
+        if name not in self._ids:
+            self.start(name, None)
+        self._bars.advance(self._ids[name], amount)
+
+    def finish(self, name: str) -> None:
+        if name in self._ids:
+            task = self._bars.tasks[self._ids[name]]
+            self._bars.update(self._ids[name], total=task.completed)
+
+
+@app.command()
+@model_flags(DetectorOptions, into="detector", aliases={"image_size": ("--imgsz",)})
+def annotate(
+    sources: Annotated[list[str] | None, typer.Argument(help="Folders, files or globs.")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Dataset name.")] = None,
+    config: ConfigOpt = None,
+    detector: DetectorOptions | None = None,  # type: ignore[valid-type]  (flags: model_flags)
+    max_chunks: Annotated[
+        int | None, typer.Option(help="Stop after N chunks; the rest stays pending.")
+    ] = None,
+    as_json: JsonOpt = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect logs.")] = False,
+) -> None:
+    """Pre-annotate new images with the detector (runs the Prefect flow `annotate`)."""
+    checked = pipeline_config(config, dataset, sources=sources, detector=detector)
+    if not checked.sources:
+        fail("no sources: give folders, files or globs, or set `sources` in the config", code=2)
+    if not verbose:
+        # Prefect's run logs still reach the API (and the UI); only the console is quieted.
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL", "WARNING")
+    from flows.annotate import annotate as annotate_flow  # Prefect is heavy: load on use
+
+    bars = Progress(
+        TextColumn("{task.description:>12}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=err, disable=as_json,
+    )
+    progress.set_listener(_RichBars(bars))
+    try:
+        with bars:
+            summary = annotate_flow(
+                sources=sources, dataset=dataset, config_path=str(config) if config else None,
+                detector=detector, max_chunks=max_chunks,
+            )
+    finally:
+        progress.set_listener(None)
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return
+    _print_summary(summary)
+
+
+@app.command()
+def status(dataset: DatasetArg, as_json: JsonOpt = False) -> None:
+    """Counts for a dataset: samples, failures, stored boxes, images per state."""
+    report = open_existing(dataset).status()
+    if as_json:
+        print(json.dumps(report))
+        return
+    table = Table(title=f"dataset {dataset}", show_header=False)
+    for key in ("samples", "failed", "pending", "predictions", "labels"):
+        table.add_row(key, str(report[key]))
+    table.add_row("models", ", ".join(report["models"]) or "-")
+    for state, count in report["states"].items():
+        table.add_row(f"state: {state}", str(count))
+    out.print(table)
+
+
+@app.command("app")
+def open_app(
+    dataset: DatasetArg,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5151,
+) -> None:
+    """Open the FiftyOne App on the dataset (loopback only); Ctrl+C to stop."""
+    launch_app(open_existing(dataset).dataset, port)
+
+
+@app.command()
+def datasets() -> None:
+    """List the datasets in the FiftyOne database."""
+    import fiftyone as fo
+
+    for name in fo.list_datasets():
+        out.print(name)
+
+
+@app.command()
+def triage(
+    dataset: DatasetArg,
+    config: ConfigOpt = None,
+    accept: Annotated[float | None, typer.Option(help="Default accept threshold.")] = None,
+    reject: Annotated[float | None, typer.Option(help="Default reject threshold.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-route stored predictions with (new) thresholds: no inference, human boxes kept."""
+    from bootstrap.triage import apply_triage
+
+    thresholds = triage_config(config, dataset, accept, reject)
+    counts = apply_triage(open_existing(dataset), thresholds)
+    if as_json:
+        print(json.dumps(counts))
+        return
+    for state, count in sorted(counts.items()):
+        out.print(f"{state:>14}: {count}")
+
+
+@app.command()
+def export(
+    dataset: DatasetArg,
+    out_dir: Annotated[Path, typer.Option("--out", help="Target folder (replaced as a whole).")],
+    format: Annotated[str, typer.Option("--format", help="yolo or coco.")] = "yolo",
+    include: Annotated[
+        str, typer.Option(help="States to export: accepted,reviewed[,needs_review,empty].")
+    ] = "accepted,reviewed",
+    split: Annotated[str, typer.Option(help="Split fractions by content hash.")] = "train=0.8,val=0.2",
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export the final labels as a YOLO or COCO dataset (FiftyOne exporters) with a manifest."""
+    from bootstrap.export import ExportError, export_dataset
+
+    pipeline = pipeline_config(config, dataset)
+    store = open_existing(dataset)
+    try:
+        manifest = export_dataset(store, out_dir, format, include, split, config=pipeline)
+    except ExportError as error:
+        fail(str(error), code=2)
+    if as_json:
+        print(json.dumps(manifest))
+        return
+    table = Table(title=f"export of {dataset} ({format}) -> {out_dir}", show_header=True)
+    for column in ("split", "images", "background", "boxes", "auto", "human"):
+        table.add_column(column)
+    for name, c in [*manifest["splits"].items(), ("all", manifest["counts"])]:
+        table.add_row(name, *(str(c.get(k, 0)) for k in (
+            "images", "background_images", "boxes", "boxes_auto", "boxes_human")))
+    out.print(table)
+    if manifest["estimated_auto_precision"]:
+        out.print(f"estimated precision of the automatic boxes: {manifest['estimated_auto_precision']}")
+
+
+def _print_summary(summary: dict) -> None:
+    table = Table(title=f"annotate {summary['dataset']}", show_header=False)
+    rows = [
+        ("images found", summary["found"]),
+        ("new", summary["new"]),
+        ("skipped (already known)", summary["known"]),
+        ("annotated this run", summary["annotated"]),
+        ("failed", len(summary["failed"])),
+        ("boxes stored", summary["boxes"]),
+        *((f"routed: {state}", n) for state, n in sorted(summary["routed"].items())),
+        ("wall time", f"{summary['wall_seconds']:.1f} s"),
+        ("throughput", f"{summary['images_per_second']:.2f} images/s"),
+    ]
+    for key, value in rows:
+        table.add_row(key, str(value))
+    out.print(table)
+    for uri, reason in summary["failed"]:
+        out.print(f"[red]failed[/] {uri}: {reason}", soft_wrap=True)
+    out.print(
+        f"Next: [bold]bootstrap app {summary['dataset']}[/] to look at the boxes, "
+        f"[bold]bootstrap status {summary['dataset']}[/] for counts.",
+        soft_wrap=True,
+    )
+
+
+def main() -> None:
+    """The console script: environment defaults, then the app."""
+    apply_defaults()
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted: what was stored is kept; run the same command again to resume")
+        sys.exit(130)

@@ -1,0 +1,103 @@
+"""``bootstrap review queue|apply|push|pull DATASET``: the review loop from the command line."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from cli.common import DatasetArg, err, fail, launch_app, open_existing, out
+
+app = typer.Typer(
+    help="Queue images for people, apply what they decided, or review in Label Studio.",
+    no_args_is_help=True,
+)
+
+BudgetOpt = Annotated[int | None, typer.Option(help="At most N images in the batch.")]
+
+
+@app.command()
+def queue(
+    dataset: DatasetArg,
+    budget: BudgetOpt = None,
+    open_app: Annotated[bool, typer.Option("--open", help="Open the App on the queue.")] = False,
+    port: Annotated[int, typer.Option(help="App port on 127.0.0.1.")] = 5151,
+) -> None:
+    """Save the highest-priority images waiting for review as the saved view `review-queue`."""
+    from bootstrap.review import build_review_queue
+
+    store = open_existing(dataset)
+    batch = build_review_queue(store, budget)
+    out.print(
+        f"{len(batch.sample_ids)} of {batch.waiting} images waiting for review are queued in "
+        f"the saved view '{batch.view_name}', highest priority first.",
+        soft_wrap=True,
+    )
+    if open_app:
+        launch_app(store.dataset.load_saved_view(batch.view_name), port)
+
+
+@app.command()
+def apply(
+    dataset: DatasetArg,
+    reviewer: Annotated[str | None, typer.Option(help="Who reviewed (default: $USER).")] = None,
+) -> None:
+    """Make reviewers' decisions final: drop `reject`-tagged boxes, confirm the rest."""
+    from bootstrap.review import apply_reviews
+
+    report = apply_reviews(open_existing(dataset), reviewer or os.environ.get("USER"))
+    out.print(
+        f"applied {report['images']} reviewed images: {report['confirmed']} boxes confirmed, "
+        f"{report['rejected']} rejected, {report['drawn']} drawn by hand",
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def push(dataset: DatasetArg, budget: BudgetOpt = None) -> None:
+    """Queue the batch and upload it to Label Studio with our boxes as scored predictions
+    (env LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY, LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT)."""
+    from bootstrap.labelstudio import LabelStudioError, push_review_queue
+    from bootstrap.review import build_review_queue
+
+    store = open_existing(dataset)
+    try:
+        with _label_studio() as client:
+            batch = build_review_queue(store, budget)
+            report = push_review_queue(store, client, batch.sample_ids)
+    except LabelStudioError as error:
+        fail(str(error))
+    out.print(
+        f"{report.queued} of {batch.waiting} images waiting are queued; "
+        f"{report.created} new tasks ({report.boxes} boxes) in Label Studio, "
+        f"{report.already_there} were there already: {report.project_url}",
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def pull(dataset: DatasetArg) -> None:
+    """Bring finished Label Studio annotations back (then `bootstrap review apply`)."""
+    from bootstrap.labelstudio import LabelStudioError, pull_annotations
+
+    store = open_existing(dataset)
+    try:
+        with _label_studio() as client:
+            report = pull_annotations(store, client)
+    except LabelStudioError as error:
+        fail(str(error))
+    out.print(
+        f"{report.annotated} of {report.tasks} tasks annotated; {report.pulled} images pulled "
+        f"({report.kept} boxes kept, {report.rejected} rejected, {report.drawn} drawn by hand), "
+        f"{report.unchanged} unchanged since the last pull. Next: bootstrap review apply {dataset}",
+        soft_wrap=True,
+    )
+    for conflict in report.conflicts:
+        err.print(f"[yellow]not pulled[/] {conflict}", soft_wrap=True)
+
+
+def _label_studio():
+    from bootstrap.labelstudio import LabelStudioClient, LabelStudioSettings
+
+    return LabelStudioClient(LabelStudioSettings.from_env())
