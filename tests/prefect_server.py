@@ -71,8 +71,11 @@ def start(home: Path) -> PrefectServer:
     port = free_port()
     log_path = home / "server.log"
     url = f"http://127.0.0.1:{port}"
-    env = os.environ | {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    env.pop("PREFECT_API_URL", None)
+    # The UI asks the API at PREFECT_API_URL (else port 4200, whatever --port says).
+    env = os.environ | {
+        "PREFECT_HOME": str(home), "PREFECT_API_URL": f"{url}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [str(PREFECT), "server", "start", "--host", "127.0.0.1", "--port", str(port)],

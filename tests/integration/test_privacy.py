@@ -11,27 +11,32 @@ import pytest
 
 from tests.helpers import ROOT
 
+# What the applications do first: the flows on import, the CLI and tests in main/conftest.
+SETUP = {
+    "flows": "import flows",
+    "cli": "from bootstrap.environment import apply_defaults; apply_defaults()",
+}
 PROBE = """
-import bootstrap
 import fiftyone as fo
 from prefect.settings import get_current_settings
 print(fo.config.do_not_track, get_current_settings().server.analytics_enabled)
 """
 
 
-def _probe(**env) -> str:
+def _probe(setup: str, **env) -> list[str]:
     clean = {
         k: v for k, v in os.environ.items()
         if k not in ("FIFTYONE_DO_NOT_TRACK", "PREFECT_SERVER_ANALYTICS_ENABLED")
     }
     done = subprocess.run(
-        [sys.executable, "-c", PROBE], env=clean | env, cwd=ROOT,
+        [sys.executable, "-c", SETUP[setup] + PROBE], env=clean | env, cwd=ROOT,
         capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout.split()[-2:]
 
 
+@pytest.mark.parametrize("setup", sorted(SETUP))
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
@@ -40,8 +45,8 @@ def _probe(**env) -> str:
          ["False", "True"]),  # a user's own choice wins
     ],
 )
-def test_library_defaults_are_private_and_overridable(env, expected):
-    assert _probe(**env) == expected
+def test_application_defaults_are_private_and_overridable(setup, env, expected):
+    assert _probe(setup, **env) == expected
 
 
 @pytest.mark.parametrize(
