@@ -108,3 +108,14 @@ labelstudio: labelstudio-install
 	$(LS_VENV)/bin/label-studio start --internal-host 127.0.0.1 --port $(LABEL_STUDIO_PORT) \
 	  --no-browser --username $(LABEL_STUDIO_USERNAME) --password "$$(cat $(LS_DATA)/password)" \
 	  --user-token "$$(cat $(LS_DATA)/api-key)"
+
+# -- Chromium for the browser tests (tests/browser/): Debian's package, driven by Playwright -------
+# Playwright's own browser download needs the internet; the tests point it at this executable
+# (or BOOTSTRAP_CHROMIUM). Needs root or sudo for apt-get; without Chromium those tests skip.
+.PHONY: browser-install
+
+browser-install:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
+	@chromium --version

@@ -100,3 +100,29 @@ def start(home: Path) -> PrefectServer:
                 f"{log_path.read_text()[-3000:]}"
             )
         time.sleep(1)
+
+
+def serve_deployments(server: PrefectServer, log_path: Path, expected: int) -> subprocess.Popen:
+    """``python -m flows.serve`` against ``server`` (as ``make serve``); returns once the
+    ``expected`` deployments are registered.
+
+    Raises:
+        RuntimeError: serve exited or did not register them in time (with its log's tail).
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "flows.serve"], env=server.env(), cwd=ROOT,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    deadline = time.monotonic() + START_TIMEOUT
+    with temporary_settings({PREFECT_API_URL: server.api_url}):
+        with get_client(sync_client=True) as client:
+            while len(client.read_deployments()) < expected or "Your deployments are being" not in log_path.read_text():
+                if process.poll() is not None or time.monotonic() > deadline:
+                    stop_process(process)
+                    raise RuntimeError(f"flows.serve did not start:\n{log_path.read_text()[-3000:]}")
+                time.sleep(1)
+    return process
