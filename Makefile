@@ -118,4 +118,4 @@ browser-install:
 	@command -v chromium >/dev/null || { \
 	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
-	@chromium --version
+	@chromium --version 2>/dev/null
