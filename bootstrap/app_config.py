@@ -7,6 +7,9 @@
   ``ground_truth`` can be switched on in the sidebar).
 * Boxes show their class and confidence: ``labels`` boxes carry the model's ``confidence``
   (FiftyOne's App settings ``show_label`` / ``show_confidence``, on by default, draw both).
+* The App's Annotate tab can draw and edit ``labels`` boxes: the field has a label schema
+  (FiftyOne >= 1.13) whose classes are the dataset's classes. A box drawn there carries no
+  ``provenance``; the store counts it as a person's (``store.is_human_decided``).
 * The sidebar leads with what decides a review: ``state``, ``priority`` and the doubt signals,
   then tags and labels; file bookkeeping and run ids sit in a collapsed group at the end.
 
@@ -110,11 +113,35 @@ def review_sidebar_groups(dataset) -> list:
     return [*groups, internal]
 
 
+def labels_annotation_schema(dataset) -> dict:
+    """FiftyOne's label schema for ``labels`` (what the Annotate tab lets a person draw): boxes
+    of the dataset's classes (``default_classes``; any class name when it has none)."""
+    schema = dataset.generate_label_schemas(LABELS, scan_samples=False)
+    if dataset.default_classes:
+        schema |= {"component": "dropdown", "classes": list(dataset.default_classes)}
+    return schema
+
+
+def apply_annotation_schema(dataset) -> bool:
+    """Let the App's Annotate tab edit ``labels`` with the dataset's current classes. Returns
+    whether anything was written (only when the classes changed or there was no schema)."""
+    wanted = labels_annotation_schema(dataset)
+    current = dataset.label_schemas.get(LABELS)
+    if current is not None and current.get("classes") == wanted.get("classes"):
+        return False
+    dataset.update_label_schema(LABELS, wanted)
+    if LABELS not in dataset.active_label_schemas:
+        dataset.activate_label_schemas(LABELS)
+    return True
+
+
 def apply_review_app_config(dataset, force: bool = False) -> bool:
     """Store the review settings as ``dataset``'s App config, unless it has this version of
-    them already (``force``: regardless). Returns whether anything was written."""
+    them already (``force``: regardless), and keep the Annotate tab's classes those of the
+    dataset. Returns whether the App config was written."""
     import fiftyone as fo
 
+    apply_annotation_schema(dataset)
     if not force and dataset.info.get(INFO_KEY) == APP_CONFIG_VERSION:
         return False
     config = dataset.app_config

@@ -92,10 +92,10 @@ class ImageStore:
         else:
             self.dataset = self._create(name)
         self._ensure_schema()
-        apply_review_app_config(self.dataset)  # what the App shows a reviewer
         if classes and list(self.dataset.default_classes) != list(classes):
             self.dataset.default_classes = list(classes)
             self.dataset.save()
+        apply_review_app_config(self.dataset)  # what the App shows a reviewer
 
     @classmethod
     def open_existing(cls, name: str) -> ImageStore:

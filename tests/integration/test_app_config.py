@@ -50,6 +50,19 @@ def test_a_new_dataset_opens_in_the_app_set_up_for_review(dataset_name):
     assert "labels" in next(g for g in groups if g["name"] == "labels")["paths"]
 
 
+def test_the_annotate_tab_draws_labels_boxes_of_the_dataset_classes(dataset_name):
+    import fiftyone as fo
+
+    ImageStore(dataset_name, classes=["car", "dog"])
+    dataset = fo.load_dataset(dataset_name)
+    assert dataset.active_label_schemas == ["labels"]
+    schema = dataset.label_schemas["labels"]
+    assert (schema["type"], schema["classes"]) == ("detections", ["car", "dog"])
+    ImageStore(dataset_name, classes=["car", "dog", "cat"])  # the ontology grew
+    dataset.reload()
+    assert dataset.label_schemas["labels"]["classes"] == ["car", "dog", "cat"]
+
+
 def test_a_persons_own_app_settings_are_kept_until_ours_change(dataset_name):
     store = ImageStore(dataset_name)
     store.dataset.app_config.color_scheme.color_pool = ["#000000"]  # changed in the App
