@@ -26,7 +26,10 @@ def chromium_executable() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an event loop running on the main thread
+# while it is open, and Prefect's sync calls made there afterwards (resume_flow_run in the flow
+# tests) would then return unawaited coroutines.
+@pytest.fixture(scope="module")
 def browser():
     executable = chromium_executable()
     if executable is None:
