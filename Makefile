@@ -56,7 +56,10 @@ app: install
 # Run it as a service: a local Prefect server (UI on http://127.0.0.1:4200) and the
 # deployments of prefect.yaml served against it. Two terminals: `make server`, `make serve`.
 PREFECT_PORT ?= 4200
-PREFECT_ENV := PREFECT_HOME=$(CURDIR)/.prefect PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api
+# Private by default: no usage analytics from the server (make server PREFECT_SERVER_ANALYTICS_ENABLED=true to send them).
+PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+PREFECT_ENV := PREFECT_HOME=$(CURDIR)/.prefect PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api \
+	PREFECT_SERVER_ANALYTICS_ENABLED=$(PREFECT_SERVER_ANALYTICS_ENABLED)
 .PHONY: server serve
 
 server: install
@@ -107,3 +110,14 @@ labelstudio: labelstudio-install
 	$(LS_VENV)/bin/label-studio start --internal-host 127.0.0.1 --port $(LABEL_STUDIO_PORT) \
 	  --no-browser --username $(LABEL_STUDIO_USERNAME) --password "$$(cat $(LS_DATA)/password)" \
 	  --user-token "$$(cat $(LS_DATA)/api-key)"
+
+# -- Chromium for the browser tests (tests/browser/): Debian's package, driven by Playwright -------
+# Playwright's own browser download needs the internet; the tests point it at this executable
+# (or BOOTSTRAP_CHROMIUM). Needs root or sudo for apt-get; without Chromium those tests skip.
+.PHONY: browser-install
+
+browser-install:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
+	@chromium --version 2>/dev/null

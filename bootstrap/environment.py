@@ -10,9 +10,13 @@ from __future__ import annotations
 import os
 
 DEFAULTS = {
-    # An offline pipeline has nowhere to send usage analytics; Prefect's attempt also races its
-    # ephemeral SQLite database at start-up ("database is locked").
+    # Private by default (a user's own setting wins): an offline pipeline has nowhere to send
+    # usage analytics. Prefect's server telemetry (the ephemeral API of the CLI and flows; `make
+    # server` sets the same) also races its SQLite database at start-up ("database is locked").
+    # FiftyOne's App would ask for analytics cookies on first visit and report usage; with
+    # do-not-track it does neither.
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "FIFTYONE_DO_NOT_TRACK": "true",
     "DO_NOT_TRACK": "1",
     # FiftyOne draws a progress bar for every bulk call; ours are per stage (bootstrap.progress).
     "FIFTYONE_SHOW_PROGRESS_BARS": "false",

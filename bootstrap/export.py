@@ -237,7 +237,8 @@ def _manifest(store, view, by_split, format, states, fractions, classes, config,
             "background_images": sum(1 for boxes in provenances if not boxes),
             "boxes": sum(counts.values()),
             "boxes_auto": counts.get(Provenance.AUTO.value, 0),
-            "boxes_human": counts.get(Provenance.HUMAN.value, 0),
+            # Every box not written by the pipeline is a person's (store.is_human_decided).
+            "boxes_human": sum(counts.values()) - counts.get(Provenance.AUTO.value, 0),
         }
         splits[name] = entry
         totals.update(entry)

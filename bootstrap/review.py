@@ -106,13 +106,14 @@ def apply_reviews(store: ImageStore, reviewer: str | None = None) -> dict[str, i
             if REJECT_TAG in box.tags:
                 report["rejected"] += 1
                 continue
-            if getattr(box, "provenance", None) != Provenance.HUMAN.value:
+            if getattr(box, "provenance", None) == Provenance.AUTO.value:
                 report["confirmed"] += 1
-                box.provenance = Provenance.HUMAN.value
-                box.confirmed = True
             elif not getattr(box, "confirmed", False):
+                # Drawn by a person: with `provenance: human`, or with none (the App's Annotate
+                # tab; see store.is_human_decided).
                 report["drawn"] += 1
-                box.confirmed = True
+            box.provenance = Provenance.HUMAN.value
+            box.confirmed = True
             kept.append(box)
         labels[sid] = fo.Detections(detections=kept)
     if ids:

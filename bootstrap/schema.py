@@ -12,8 +12,9 @@ A dataset's samples carry these fields (``bootstrap.store`` creates them):
 ``predictions``     raw model output above the confidence floor (``fo.Detections``); each box has
                     ``confidence``, ``label`` (dataset class), ``model_label`` (model class)
 ``prediction_model``/``prediction_run``/``predicted_at``: which model and run made them, when
-``labels``          working labels (``fo.Detections``), each box with ``provenance``
-                    (``auto``/``human``); written by triage and review, never by ``annotate``
+``labels``          working labels (``fo.Detections``): boxes triage wrote carry
+                    ``provenance: auto``; any other box (``human``, or none: drawn in the App)
+                    is a person's. Written by triage and review, never by ``annotate``
 ``priority``        review priority (higher first); written by triage
 ``reviewed_by``/``reviewed_at``: who made an image's labels final, when
 ``ground_truth``    reference boxes imported for evaluation and simulation

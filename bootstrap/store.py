@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from bson import ObjectId
 
 from bootstrap import documents
+from bootstrap.app_config import apply_review_app_config
 from bootstrap.detections import Detections
 from bootstrap.schema import (
     CONTENT_HASH,
@@ -94,6 +95,7 @@ class ImageStore:
         if classes and list(self.dataset.default_classes) != list(classes):
             self.dataset.default_classes = list(classes)
             self.dataset.save()
+        apply_review_app_config(self.dataset)  # what the App shows a reviewer
 
     @classmethod
     def open_existing(cls, name: str) -> ImageStore:
@@ -326,10 +328,13 @@ class ImageStore:
 def is_human_decided(box) -> bool:
     """A working box a person has drawn, confirmed or tagged: never changed by the pipeline.
 
-    ``box`` is an ``fo.Detection`` or its stored document (a dict).
+    Default-human: the pipeline writes ``provenance: auto`` on every box it creates, so a box
+    without it was made by someone else (a box drawn in the App's Annotate tab carries no
+    ``provenance``) and is a person's. ``box`` is an ``fo.Detection`` or its stored document
+    (a dict).
     """
     return (
-        documents.box_field(box, "provenance") == Provenance.HUMAN.value
+        documents.box_field(box, "provenance") != Provenance.AUTO.value
         or bool(documents.box_field(box, "tags"))
     )
 
@@ -352,12 +357,13 @@ def merge_working_labels(current, proposed: list) -> list:
 
 def final_box_filter():
     """FiftyOne filter for the working boxes a dataset would ship now: every box a person
-    decided, and automatic boxes triage accepted (unreviewed ``review`` boxes are not final);
-    never a box tagged ``reject``. Used by export and by quality measurements alike."""
+    decided (anything not ``provenance: auto``, as ``is_human_decided``), and automatic boxes
+    triage accepted (unreviewed ``review`` boxes are not final); never a box tagged ``reject``.
+    Used by export and by quality measurements alike."""
     from fiftyone import ViewField as F
 
     return (
-        (F("provenance") == Provenance.HUMAN.value) | (F("route") == Route.ACCEPT.value)
+        (F("provenance") != Provenance.AUTO.value) | (F("route") == Route.ACCEPT.value)
     ) & ~F("tags").contains(REJECT_TAG)
 
 

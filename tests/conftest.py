@@ -25,7 +25,6 @@ if "FIFTYONE_DATABASE_URI" not in os.environ:
     os.environ.setdefault(
         "FIFTYONE_DATABASE_DIR", str(Path(tempfile.gettempdir()) / "bootstrap-tests-fiftyone")
     )
-os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
 apply_defaults()
 
 
@@ -64,3 +63,17 @@ def prefect_api():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """A real ``prefect server start`` on a free loopback port (as ``make server``), for tests
+    that need one outside this process: Prefect's CLI, served deployments, the UI."""
+    from tests.prefect_server import start
+
+    try:
+        server = start(tmp_path_factory.mktemp("prefect-home"))
+    except RuntimeError as error:
+        pytest.fail(str(error))
+    yield server
+    server.stop()

@@ -86,18 +86,38 @@ def set_image(store, path: Path, state: str, boxes: list[dict], field: str = "la
 # -- Prefect --------------------------------------------------------------------------------
 
 
-def post_prefect_filter(path: str, body: dict) -> list[dict]:
-    """POST a Prefect ``/…/filter`` query with only the fields given.
-
-    prefect 3.8.8's client sends nulls (offset, flow_runs, task_runs) that its own server,
-    under fastapi 0.154, refuses with 422; the tests query the API directly instead.
-    """
+def paused_flow_runs() -> list:
+    """The flow runs paused (waiting for a person) on the current Prefect API."""
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    paused = FlowRunFilter(
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+    )
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(flow_run_filter=paused)
+
+
+def latest_artifacts(*keys: str) -> dict:
+    """``{key: the newest artifact with that key}`` on the current Prefect API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
 
     with get_client(sync_client=True) as client:
-        response = client._client.post(path, json={"limit": 10, "offset": 0} | body)
-        response.raise_for_status()
-        return response.json()
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=list(keys))),
+            sort=ArtifactSort.CREATED_DESC,
+        )
+    latest: dict = {}
+    for artifact in found:
+        latest.setdefault(artifact.key, artifact)
+    return latest
 
 
 def wait_for_paused_run(dataset: str, timeout: float = 300.0, failed=lambda: False) -> str:
@@ -108,10 +128,7 @@ def wait_for_paused_run(dataset: str, timeout: float = 300.0, failed=lambda: Fal
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not failed():
-        runs = post_prefect_filter(
-            "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}, "limit": 200}
-        )
-        mine = [run["id"] for run in runs if run["parameters"].get("dataset") == dataset]
+        mine = [str(run.id) for run in paused_flow_runs() if run.parameters.get("dataset") == dataset]
         if mine:
             return mine[0]
         time.sleep(1)

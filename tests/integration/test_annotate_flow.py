@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from bootstrap.store import ImageStore
-from tests.helpers import PLAIN_CONFIG, needs_model, post_prefect_filter
+from tests.helpers import PLAIN_CONFIG, latest_artifacts, needs_model
 
 pytestmark = [needs_model, pytest.mark.usefixtures("prefect_api")]
 
@@ -69,18 +69,11 @@ def test_renamed_and_copied_images_are_not_annotated_twice(image_folder, dataset
     assert len(ImageStore(dataset_name).dataset) == 6
 
 
-def _latest_artifact(key: str) -> dict:
-    found = post_prefect_filter(
-        "/artifacts/filter",
-        {"artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC", "limit": 1},
-    )
-    assert found, f"no artifact {key}"
-    return found[0]
-
-
 def test_flow_publishes_summary_and_progress_artifacts(image_folder, dataset_name):
     _run(image_folder, dataset_name, max_chunks=1)
-    summary = _latest_artifact(f"annotate-summary-{dataset_name}")
-    assert summary["type"] == "markdown" and "images found | 6" in summary["data"]
-    progress = _latest_artifact(f"annotate-progress-{dataset_name}")
-    assert progress["type"] == "progress" and float(progress["data"]) == 100.0
+    summary_key, progress_key = (f"annotate-{k}-{dataset_name}" for k in ("summary", "progress"))
+    found = latest_artifacts(summary_key, progress_key)
+    assert set(found) == {summary_key, progress_key}
+    summary, progress = found[summary_key], found[progress_key]
+    assert summary.type == "markdown" and "images found | 6" in summary.data
+    assert progress.type == "progress" and float(progress.data) == 100.0

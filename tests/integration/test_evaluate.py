@@ -184,7 +184,7 @@ def test_unreachable_target_is_reported(coco128):
 def test_evaluate_flow_publishes_the_report_as_artifacts(image_folder, dataset_name, tmp_path, prefect_api):
     from flows import artifact_key
     from flows.evaluate import evaluate as evaluate_flow
-    from tests.helpers import post_prefect_filter
+    from tests.helpers import latest_artifacts
 
     run_annotation(load_pipeline_config(PLAIN_CONFIG, dataset=dataset_name, sources=[str(image_folder)]))
     result = evaluate_flow(dataset_name, str(COCO), str(tmp_path / "report"), simulate=False)
@@ -192,7 +192,6 @@ def test_evaluate_flow_publishes_the_report_as_artifacts(image_folder, dataset_n
     assert summary["tp"] > 0 and 0 < summary["precision"] <= 1
     assert (tmp_path / "report" / "report.md").is_file()
     keys = {artifact_key("evaluation", dataset_name), artifact_key("evaluation-precision-recall", dataset_name)}
-    found = post_prefect_filter("/artifacts/filter", {"artifacts": {"key": {"any_": sorted(keys)}}})
-    assert {a["key"] for a in found} == keys
-    markdown = next(a for a in found if a["key"] == artifact_key("evaluation", dataset_name))
-    assert "data:image/png;base64," in markdown["data"]
+    found = latest_artifacts(*keys)
+    assert set(found) == keys
+    assert "data:image/png;base64," in found[artifact_key("evaluation", dataset_name)].data

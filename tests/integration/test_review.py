@@ -89,6 +89,30 @@ def test_reviewer_contract_is_applied_exactly_once(annotated):
     assert _human_boxes(store) == before
 
 
+def test_box_drawn_without_provenance_survives_retriage_and_counts_as_drawn(annotated):
+    """The App's Annotate tab draws boxes with no ``provenance``: still a person's box."""
+    store, config = annotated
+    sample = store.dataset[build_review_queue(store, budget=1).sample_ids[0]]
+    autos = len(sample.labels.detections)
+    sample.labels.detections.append(fo.Detection(label="cat", bounding_box=[0.6, 0.6, 0.2, 0.2]))
+    sample.save()
+    drawn_id = sample.labels.detections[-1].id
+
+    apply_triage(store, TriageConfig(accept=0.3, reject=0.1))  # a re-triage before apply
+    apply_triage(store, config.triage)
+    kept = [d for d in store.dataset[sample.id].labels.detections if d.id == drawn_id]
+    assert len(kept) == 1 and kept[0].bounding_box == [0.6, 0.6, 0.2, 0.2]
+
+    sample = store.dataset[sample.id]
+    sample.tags.append("reviewed")
+    sample.save()
+    assert apply_reviews(store, reviewer="tester") == {
+        "images": 1, "confirmed": autos, "rejected": 0, "drawn": 1,
+    }
+    final = {d.id: d for d in store.dataset[sample.id].labels.detections}
+    assert final[drawn_id].provenance == "human" and final[drawn_id].confirmed
+
+
 def test_rerun_retriage_and_new_model_never_change_human_boxes(annotated, image_folder, coco_images):
     store, config = annotated
     queue = build_review_queue(store)

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from bootstrap.store import ImageStore
-from tests.helpers import PLAIN_CONFIG, needs_model, post_prefect_filter
+from tests.helpers import PLAIN_CONFIG, latest_artifacts, needs_model
 
 
 def _dataset_view(name: str) -> dict[str, tuple]:
@@ -62,11 +62,8 @@ def test_two_runs_at_once_on_one_dataset_store_and_detect_each_image_once(
     worker = next(r for r in results if r["annotated"] == 6)
     assert set(store.dataset.values("prediction_run")) == {worker["run_id"]}
     # The summary artifact ends with the dataset's totals (boxes by route, review queue).
-    summary = post_prefect_filter(
-        "/artifacts/filter",
-        {"artifacts": {"key": {"any_": [f"annotate-summary-{dataset_name}"]}},
-         "sort": "CREATED_DESC", "limit": 1},
-    )[0]["data"]
+    key = f"annotate-summary-{dataset_name}"
+    summary = latest_artifacts(key)[key].data
     waiting = store.status()["states"]["needs_review"]
     assert f"images waiting for review (`needs_review`) | {waiting} |" in summary
     assert "working boxes routed `accept`" in summary

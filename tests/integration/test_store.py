@@ -135,3 +135,35 @@ def test_known_files_can_be_asked_for_some_paths(dataset_name):
     assert store.known_files(["/data/img2.jpg", "/data/unknown.jpg"]) == {"/data/img2.jpg": (102, 1002)}
     assert store.known_files(iter([])) == {}
     assert set(store.known_files()) == {"/data/img1.jpg", "/data/img2.jpg"}
+
+
+def _detection(**fields):
+    import fiftyone as fo
+
+    return fo.Detection(label="dog", bounding_box=[0.1, 0.1, 0.2, 0.2], **fields)
+
+
+@pytest.mark.parametrize(
+    ("box", "human"),
+    [
+        # What triage writes, untouched: the pipeline's to replace.
+        ({"provenance": "auto", "tags": []}, False),
+        (lambda: _detection(provenance="auto"), False),
+        # Tagged by a person (e.g. reject), drawn with provenance human, or drawn with none at
+        # all (the App's Annotate tab writes no provenance): a person's, never replaced.
+        ({"provenance": "auto", "tags": ["reject"]}, True),
+        ({"provenance": "human", "tags": []}, True),
+        ({"tags": []}, True),
+        ({"provenance": None}, True),
+        (lambda: _detection(), True),
+        (lambda: _detection(provenance="human"), True),
+    ],
+)
+def test_every_box_the_pipeline_did_not_write_is_human(box, human):
+    from bootstrap.store import is_human_decided, merge_working_labels
+
+    box = box() if callable(box) else box
+    assert is_human_decided(box) is human
+    proposed = [{"provenance": "auto", "prediction_id": "p1", "tags": []}]
+    merged = merge_working_labels({"detections": [box]}, proposed)
+    assert (box in merged) is human
