@@ -10,14 +10,16 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from bootstrap.annotate import run_annotation
 from bootstrap.config import load_pipeline_config
 from bootstrap.store import ImageStore
-from tests.helpers import ROOT, needs_model
+from tests.helpers import PLAIN_CONFIG, ROOT, needs_model
 from tests.labelstudio_server import free_port
 from tests.prefect_server import stop_process
 
@@ -36,12 +38,17 @@ def _bootstrap(*args: str) -> subprocess.CompletedProcess:
 def app_on_queue(image_folder, dataset_name, tmp_path):
     """A dataset of six annotated photos and ``bootstrap review queue --open`` serving the App
     on its two highest-priority images; yields the App's URL of the saved view."""
-    run_annotation(load_pipeline_config(None, dataset=dataset_name, sources=[str(image_folder)]))
+    # One model, and no random audit: the batch is the two highest-priority images.
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(yaml.safe_load(Path(PLAIN_CONFIG).read_text()) | {"review": {"audit": 0.0}})
+    )
+    run_annotation(load_pipeline_config(config, dataset=dataset_name, sources=[str(image_folder)]))
     port = free_port()
     log = (tmp_path / "app.log").open("wb")
     process = subprocess.Popen(
         [*BOOTSTRAP, "review", "queue", dataset_name, "--budget", "2", "--open",
-         "--port", str(port)],
+         "--port", str(port), "--config", str(config)],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
