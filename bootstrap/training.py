@@ -316,9 +316,15 @@ def fine_tune(
     budget = settings.time_budget_minutes * 60 if settings.time_budget_minutes else None
     progress.expect("training", total=settings.epochs)
 
+    in_epoch = [False]
+
+    def epoch_started(trainer) -> None:
+        in_epoch[0] = True
+
     def after_epoch(trainer) -> None:
-        if history and history[-1].epoch == trainer.epoch + 1:
+        if not in_epoch[0]:
             return  # Ultralytics calls it once more after validating the best weights at the end
+        in_epoch[0] = False
         # The epoch's mean losses by name (a dict in Ultralytics 8.4).
         means = dict(trainer.tloss or {})
         losses = [float(means.get(k, 0.0)) for k in ("box_loss", "cls_loss", "dfl_loss")]
@@ -334,6 +340,7 @@ def fine_tune(
             log.info("time budget of %.1f min: stopping after epoch %d", settings.time_budget_minutes, record.epoch)
             trainer.stop = True
 
+    model.add_callback("on_train_epoch_start", epoch_started)
     model.add_callback("on_fit_epoch_end", after_epoch)
     model.train(
         data=data, epochs=settings.epochs, imgsz=settings.image_size, batch=settings.batch_size,

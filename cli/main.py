@@ -22,6 +22,7 @@ from bootstrap.environment import apply_defaults
 from bootstrap.lease import DEFAULT_WAIT_SECONDS, LeaseBusy
 from cli import evaluate as evaluate_commands
 from cli import review as review_commands
+from cli import train as train_commands
 from cli.common import (
     ConfigOpt,
     DatasetArg,
@@ -48,6 +49,10 @@ app.command("simulate-review")(evaluate_commands.simulate_review)
 app.command("evaluate")(evaluate_commands.evaluate)
 app.command("calibrate")(evaluate_commands.calibrate)
 app.command("doctor")(doctor)
+app.command("train")(train_commands.train)
+app.command("models")(train_commands.models)
+app.command("reannotate")(train_commands.reannotate)
+app.command("improve")(train_commands.improve)
 
 
 class _RichBars:
