@@ -59,7 +59,7 @@ class ReannotationReport:
     version: str | None
     images: int = 0  # re-annotated now
     boxes: int = 0
-    skipped_human: int = 0  # images a person has touched: left as they are
+    skipped_human: int = 0  # not yet reviewed images a person has touched: left as they are
     already: int = 0  # predicted by this model already (a resumed run)
     failed: list[tuple[str, str]] = field(default_factory=list)
     routed: dict[str, int] = field(default_factory=dict)
