@@ -152,3 +152,32 @@ def test_bad_input_fails_before_any_training(annotated, case, message):
     models = Path(config.train.models_dir) / store.name
     assert not models.exists() or not any(models.iterdir()), "nothing may be trained or reserved"
     assert fo.dataset_exists(store.name)
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_commands_train_models_and_reannotate(annotated):
+    import json
+
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    runner = CliRunner()
+    store, config, paths = annotated
+    flags = ["--config", PLAIN_CONFIG, "--models-dir", config.train.models_dir]
+    tiny = ["--epochs", "1", "--imgsz", "64", "--device", "cpu", "--batch-size", "4", "--split", "train=0.5,val=0.5"]
+    refused = runner.invoke(app, ["train", store.name, *flags, *tiny])
+    assert refused.exit_code == 2 and "no final labels yet" in refused.output
+    review_as_ground_truth(store, paths[:4])
+    trained = runner.invoke(app, ["train", store.name, *flags, *tiny, "--json"])
+    assert trained.exit_code == 0, trained.output
+    assert json.loads(trained.stdout[trained.stdout.index("{"):])["version"]["version"] == "v1"
+    listed = runner.invoke(app, ["models", store.name, *flags, "--json"])
+    versions = json.loads(listed.stdout)
+    assert isinstance(versions, list) and [v["version"] for v in versions] == ["v1"]
+    assert versions[0]["current"] is False and versions[0]["model_name"] == f"{store.name}-v1.pt"
+    done = runner.invoke(app, ["reannotate", store.name, *flags, "--model", "v1", "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout[done.stdout.index("{"):])["images"] == 2
+    missing = runner.invoke(app, ["reannotate", store.name, *flags, "--model", "v7"])
+    assert missing.exit_code == 2 and "no model version 'v7'" in missing.output
