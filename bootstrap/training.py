@@ -98,6 +98,9 @@ class TrainingPlan:
     classes: tuple[str, ...]
     final_images: int
     reviewed_images: int
+    current_weights: str  # the dataset's detector now: what the version must beat
+    current_name: str
+    current_classes: tuple[str, ...]
 
 
 @dataclass
@@ -181,7 +184,6 @@ def plan_training(store, config: PipelineConfig, base: str | None = None) -> Tra
             weights, or a class list that changed.
     """
     from bootstrap.ontology import Ontology
-    from bootstrap.yolo import resolve_weights
 
     classes = tuple(store.dataset.default_classes)
     if not classes:
@@ -196,23 +198,10 @@ def plan_training(store, config: PipelineConfig, base: str | None = None) -> Tra
             f"batch first (bootstrap review queue {store.name}, then bootstrap review apply {store.name})"
         )
     registry = registry_for(config)
-    reference, version = (base, registry.find(base)) if base else current_detector(config)
-    if base is None and version is not None:
-        reference = version.version
-    if version is not None:
-        weights = version.weights
-        if not Path(weights).is_file():
-            raise TrainingError(f"train: missing base weights: version {version.version}'s file {weights} is gone")
-    else:
-        try:
-            weights = resolve_weights(reference)
-        except DetectorError as err:
-            raise TrainingError(f"train: missing base weights: {err}") from None
-        if not Path(weights).is_file():
-            raise TrainingError(
-                f"train: missing base weights: no file '{reference}' (training never downloads); "
-                "set BOOTSTRAP_MODELS to a folder holding it or give a path"
-            )
+    current_reference, current_version = current_detector(config)
+    reference, version = (base, registry.find(base)) if base else (current_reference, current_version)
+    weights = _local_weights(reference, version)
+    current_weights = weights if base is None else _local_weights(current_reference, current_version)
     base_classes = model_classes(weights)
     expected = Ontology(config.ontology, base_classes).classes
     problem = check_classes(classes, base_classes, expected,
@@ -222,8 +211,36 @@ def plan_training(store, config: PipelineConfig, base: str | None = None) -> Tra
     if base_classes != classes:
         log.warning("fine-tuning %s (%d classes) to the dataset's %d classes: a new head is trained",
                     reference, len(base_classes), len(classes))
-    return TrainingPlan(weights, reference, version.version if version else None, base_classes,
-                        classes, final, reviewed)
+    return TrainingPlan(
+        weights, version.version if version else reference, version.version if version else None,
+        base_classes, classes, final, reviewed, current_weights,
+        current_version.model_name if current_version else Path(current_reference).name,
+        base_classes if base is None else model_classes(current_weights),
+    )
+
+
+def _local_weights(reference: str, version: ModelVersion | None) -> str:
+    """The weights file of ``reference`` (a version's, or a model name/path made local).
+
+    Raises:
+        TrainingError: no such file (training never downloads).
+    """
+    from bootstrap.yolo import resolve_weights
+
+    if version is not None:
+        if not Path(version.weights).is_file():
+            raise TrainingError(f"train: missing base weights: version {version.version}'s file {version.weights} is gone")
+        return version.weights
+    try:
+        weights = resolve_weights(reference)
+    except DetectorError as err:
+        raise TrainingError(f"train: missing base weights: {err}") from None
+    if not Path(weights).is_file():
+        raise TrainingError(
+            f"train: missing base weights: no file '{reference}' (training never downloads); "
+            "set BOOTSTRAP_MODELS to a folder holding it or give a path"
+        )
+    return weights
 
 
 # -- the training export -----------------------------------------------------------------------
@@ -410,9 +427,9 @@ def train_version(
         compare_size, device = config.detector.image_size, config.train.device
         batch = config.train.batch_size
         current_metrics = None
-        if plan.base_classes == plan.classes:
-            current_metrics = validate(plan.base_weights, data["data"], compare_size, batch, device, folder)
-            log.info("current detector %s on the validation split: %s", plan.base_reference, current_metrics)
+        if plan.current_classes == plan.classes:
+            current_metrics = validate(plan.current_weights, data["data"], compare_size, batch, device, folder)
+            log.info("current detector %s on the validation split: %s", plan.current_name, current_metrics)
         best, history, used_device, seconds = fine_tune(plan.base_weights, data["data"], config, folder, on_epoch)
         weights = folder / version_name(config.dataset, version)
         shutil.move(str(best), weights)
@@ -421,7 +438,7 @@ def train_version(
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)  # no half-made version stays behind
         raise
-    current_name = Path(plan.base_reference).name
+    current_name = plan.current_name
     promoted = is_better(new_metrics, current_metrics, config.train.min_improvement)
     decision = decision_text(version, new_metrics, current_metrics, current_name, promoted,
                              config.train.min_improvement)

@@ -181,3 +181,37 @@ def test_commands_train_models_and_reannotate(annotated):
     assert json.loads(done.stdout[done.stdout.index("{"):])["images"] == 2
     missing = runner.invoke(app, ["reannotate", store.name, *flags, "--model", "v7"])
     assert missing.exit_code == 2 and "no model version 'v7'" in missing.output
+
+
+def test_improve_reannotates_requeues_and_records_a_promoted_version(reviewed, prefect_api, monkeypatch):
+    """The promoted path of the loop. A version that honestly beats yolov8n needs more data
+    and epochs than a test affords on CPU (the early-stop test above shows the real decision;
+    the rule itself is unit-tested), so here the decision alone is forced; training,
+    re-annotation, re-triage, the queue and the artifacts are real."""
+    import bootstrap.training
+    from flows.improve import improve
+
+    monkeypatch.setattr(bootstrap.training, "is_better", lambda new, current, margin: True)
+    store, config, paths = reviewed
+    labels_before = _boxes(store)
+    result = improve(dataset=store.name, config_path=PLAIN_CONFIG, training=config.train.model_dump(),
+                     review_budget=5)
+    assert result["promoted"] and not result["stopped_early"]
+    registry = ModelRegistry(config.train.models_dir, store.name)
+    assert registry.current_id() == "v1" and "replaces" in registry.history()[-1]["reason"]
+    name = f"{store.name}-v1.pt"
+    assert result["reannotated"]["images"] == 2 and result["reannotated"]["model"] == name
+    labels_after = _boxes(store)
+    for path in map(str, paths[:4]):
+        assert labels_after[path] == labels_before[path]
+    for path in map(str, paths[4:]):
+        assert all(box[4] == name for box in labels_after[path] if box[3] == "auto")
+    queued = store.dataset.load_saved_view("review-queue").values("filepath")
+    assert set(queued) <= set(map(str, paths[4:])) and len(queued) == result["queued"]
+    artifact = latest_artifacts(f"improve-{store.name}")[f"improve-{store.name}"]
+    assert "v1 replaces" in artifact.data and "Review queue" in artifact.data
+    # The current version is what `annotate --model current` runs, and the next export says so.
+    from bootstrap.export import export_dataset
+
+    manifest = export_dataset(store, config.train.models_dir + "/export-after", include="accepted,reviewed,needs_review")
+    assert set(manifest["auto_box_models"]) <= {name} and manifest["auto_box_models"].get(name, 0) > 0
