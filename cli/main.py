@@ -107,6 +107,7 @@ def annotate(
         # Prefect's run logs still reach the API (and the UI); only the console is quieted.
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL", "WARNING")
+    from bootstrap.reannotate import ReannotationError
     from flows.annotate import annotate as annotate_flow  # Prefect is heavy: load on use
 
     bars = Progress(
@@ -122,6 +123,8 @@ def annotate(
             )
     except LeaseBusy as error:
         fail(str(error))
+    except ReannotationError as error:  # --model names a version that cannot run here
+        fail(str(error), code=2)
     finally:
         progress.set_listener(None)
     if as_json:

@@ -215,3 +215,18 @@ def test_improve_reannotates_requeues_and_records_a_promoted_version(reviewed, p
 
     manifest = export_dataset(store, config.train.models_dir + "/export-after", include="accepted,reviewed,needs_review")
     assert set(manifest["auto_box_models"]) <= {name} and manifest["auto_box_models"].get(name, 0) > 0
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_annotate_with_a_version_that_does_not_exist_says_which_there_are(image_folder, dataset_name, tmp_path):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    result = CliRunner().invoke(app, [
+        "annotate", str(image_folder), "--dataset", dataset_name, "--config", PLAIN_CONFIG,
+        "--model", "current",
+    ])
+    assert result.exit_code == 2, result.output
+    assert f"no model version of dataset '{dataset_name}' is current yet" in result.output
+    assert not fo.dataset_exists(dataset_name)  # refused before anything was stored
