@@ -230,6 +230,36 @@ class ReviewConfig(_Strict):
     target_recall: float = Field(0.95, gt=0.0, le=1.0)
 
 
+class TrainConfig(_Strict):
+    """Fine-tuning the detector on the dataset's final labels (``bootstrap.training``).
+
+    Every field is also a ``bootstrap train`` flag and a field of the ``train``/``improve``
+    flows' ``training`` parameter (``TrainOptions``, derived).
+    """
+
+    models_dir: str = Field(
+        "models", description="Folder of the model versions, one subfolder per dataset "
+        "(relative paths: to the working directory, like exports/).",
+    )
+    epochs: int = Field(20, ge=1, le=1000, description="Epochs at most.")
+    image_size: int = Field(640, ge=32, le=4096, description="Training size in pixels (a multiple of 32).")
+    time_budget_minutes: float | None = Field(
+        None, gt=0.0, description="Stop after the epoch that would run past this many minutes.",
+    )
+    batch_size: int = Field(16, ge=1, le=1024, description="Images per training step.")
+    device: Literal["auto", "cpu", "cuda"] | str = Field(
+        "auto", description="auto (a GPU when there is one), cpu, cuda or cuda:N.",
+    )
+    split: str = Field("train=0.8,val=0.2", description="Split of the training export, by content hash.")
+    min_improvement: float = Field(
+        0.0, ge=0.0, le=1.0, description="mAP50-95 a new version must gain over the current "
+        "detector on the validation split to replace it.",
+    )
+
+    _known_device = field_validator("device")(DetectorConfig._known_device.__func__)
+    _multiple_of_stride = field_validator("image_size")(DetectorConfig._multiple_of_stride.__func__)
+
+
 class PipelineConfig(_Strict):
     """Everything one dataset's pipeline needs."""
 
@@ -239,6 +269,7 @@ class PipelineConfig(_Strict):
     ontology: OntologyConfig | None = None
     triage: TriageConfig = TriageConfig()
     review: ReviewConfig = ReviewConfig()
+    train: TrainConfig = TrainConfig()
 
     @field_validator("dataset")
     @classmethod
@@ -325,6 +356,9 @@ class _Overrides(BaseModel):
 #: The detector fields as optional overrides: the ``detector`` parameter of the flows, and the
 #: ``bootstrap annotate`` flags (``cli.options``), derived from ``DetectorConfig`` alone.
 DetectorOptions = _overrides_of(DetectorConfig, "DetectorOptions")
+#: The training fields as optional overrides: the ``training`` parameter of the ``train`` and
+#: ``improve`` flows and the ``bootstrap train`` flags.
+TrainOptions = _overrides_of(TrainConfig, "TrainOptions")
 
 
 def load_pipeline_config(
@@ -333,16 +367,20 @@ def load_pipeline_config(
     dataset: str | None = None,
     sources: list[str] | None = None,
     detector: BaseModel | dict[str, Any] | None = None,
+    train: BaseModel | dict[str, Any] | None = None,
 ) -> PipelineConfig:
     """Load ``config_path`` (default config when None) with what a command or a flow run gives
-    on top: a dataset name, sources, and detector overrides (``DetectorOptions``).
+    on top: a dataset name, sources, detector overrides (``DetectorOptions``) and training
+    overrides (``TrainOptions``).
 
     Raises:
         ConfigError: the file or a resulting field is invalid.
     """
     if isinstance(detector, BaseModel):
         detector = {field: value for field, value in detector if value is not None}
-    overrides: dict[str, Any] = {"dataset": dataset, "detector": detector or {}}
+    if isinstance(train, BaseModel):
+        train = {field: value for field, value in train if value is not None}
+    overrides: dict[str, Any] = {"dataset": dataset, "detector": detector or {}, "train": train or {}}
     if sources:
         overrides["sources"] = list(sources)
     return load_config(config_path, overrides)

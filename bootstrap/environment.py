@@ -25,6 +25,9 @@ DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
     # Ultralytics pip-installs missing optional packages at run time unless told not to.
     "YOLO_AUTOINSTALL": "false",
+    # Ultralytics sends usage events of predict/train/val runs when it finds the internet
+    # (settings `sync`); offline mode turns them off (weights downloads still work).
+    "YOLO_OFFLINE": "true",
 }
 
 

@@ -130,9 +130,11 @@ def export_dataset(
     split: str | dict[str, float] = "train=0.8,val=0.2",
     config: PipelineConfig | None = None,
     flow_run: str | None = None,
+    media: bool | str = True,
 ) -> dict:
     """Export the final labels of ``store`` to ``out_dir`` (replaced as a whole) and return the
-    manifest written beside them.
+    manifest written beside them. ``media``: copy the images (True), or ``"symlink"`` them
+    (training exports, ``bootstrap.training``: no second copy of every image).
 
     Raises:
         ExportError: unknown format or state, a bad split, or a dataset without a class list.
@@ -162,9 +164,9 @@ def export_dataset(
             # Sorted by path: the exporters number images and boxes in iteration order.
             split_view = view.select(sample_ids).sort_by("filepath")
             if format == "yolo":
-                _export_yolo_split(split_view, partial, name, classes)
+                _export_yolo_split(split_view, partial, name, classes, media)
             else:
-                _export_coco_split(split_view, partial, name, classes)
+                _export_coco_split(split_view, partial, name, classes, media)
         manifest = _manifest(store, view, by_split, format, states, fractions, classes, config, flow_run)
         _write_manifest(partial / MANIFEST, manifest)
         _replace_dir(partial, out)
@@ -175,7 +177,7 @@ def export_dataset(
     return manifest
 
 
-def _export_yolo_split(view, root: Path, split: str, classes: list[str]) -> None:
+def _export_yolo_split(view, root: Path, split: str, classes: list[str], media: bool | str = True) -> None:
     import fiftyone as fo
 
     # yaml_path names the file `data.yaml` directly (FiftyOne's default is dataset.yaml):
@@ -189,7 +191,7 @@ def _export_yolo_split(view, root: Path, split: str, classes: list[str]) -> None
         classes=classes,
         yaml_path="data.yaml",
         include_path=False,
-        export_media=True,
+        export_media=media,
     )
     images, labels = root / "images" / split, root / "labels" / split
     images.mkdir(parents=True, exist_ok=True)
@@ -211,7 +213,7 @@ def _add_yolo_split(yaml_path: Path, split: str, classes: list[str]) -> None:
     yaml_path.write_text(yaml.safe_dump(data, default_flow_style=False))
 
 
-def _export_coco_split(view, root: Path, split: str, classes: list[str]) -> None:
+def _export_coco_split(view, root: Path, split: str, classes: list[str], media: bool | str = True) -> None:
     import fiftyone as fo
 
     view.export(
@@ -219,7 +221,7 @@ def _export_coco_split(view, root: Path, split: str, classes: list[str]) -> None
         dataset_type=fo.types.COCODetectionDataset,
         label_field=LABELS,
         classes=classes,
-        export_media=True,
+        export_media=media,
         # A fixed info block: FiftyOne would stamp date_created with the current time, and
         # re-exporting unchanged data must give identical files.
         info={"date_created": "", "url": "", "version": ""},
@@ -250,6 +252,9 @@ def _manifest(store, view, by_split, format, states, fractions, classes, config,
         "classes": classes,
         "config_hash": config_hash(config) if config is not None else None,
         "models": sorted(m for m in view.distinct(PREDICTION_MODEL) if m),
+        # Which model proposed the exported automatic boxes (a fine-tuned version is named
+        # <dataset>-vN.pt, bootstrap.model_registry), counted per box.
+        "auto_box_models": _auto_box_models(view),
         "thresholds": config.triage.model_dump(mode="json") if config is not None else None,
         "counts": dict(totals),
         "splits": splits,
@@ -258,6 +263,18 @@ def _manifest(store, view, by_split, format, states, fractions, classes, config,
         "flow_run": flow_run,
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def _auto_box_models(view) -> dict[str, int]:
+    models = view.values(f"{LABELS}.detections.model")
+    provenances = view.values(f"{LABELS}.detections.provenance")
+    counts = Counter(
+        model or "unknown"
+        for image_models, image_provenances in zip(models, provenances, strict=True)
+        for model, provenance in zip(image_models or [], image_provenances or [], strict=True)
+        if provenance == Provenance.AUTO.value
+    )
+    return dict(sorted(counts.items()))
 
 
 def _quality_estimate(store, config) -> dict:

@@ -22,6 +22,7 @@ from bootstrap.environment import apply_defaults
 from bootstrap.lease import DEFAULT_WAIT_SECONDS, LeaseBusy
 from cli import evaluate as evaluate_commands
 from cli import review as review_commands
+from cli import train as train_commands
 from cli.common import (
     ConfigOpt,
     DatasetArg,
@@ -48,6 +49,10 @@ app.command("simulate-review")(evaluate_commands.simulate_review)
 app.command("evaluate")(evaluate_commands.evaluate)
 app.command("calibrate")(evaluate_commands.calibrate)
 app.command("doctor")(doctor)
+app.command("train")(train_commands.train)
+app.command("models")(train_commands.models)
+app.command("reannotate")(train_commands.reannotate)
+app.command("improve")(train_commands.improve)
 
 
 class _RichBars:
@@ -102,6 +107,7 @@ def annotate(
         # Prefect's run logs still reach the API (and the UI); only the console is quieted.
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL", "WARNING")
+    from bootstrap.reannotate import ReannotationError
     from flows.annotate import annotate as annotate_flow  # Prefect is heavy: load on use
 
     bars = Progress(
@@ -117,6 +123,8 @@ def annotate(
             )
     except LeaseBusy as error:
         fail(str(error))
+    except ReannotationError as error:  # --model names a version that cannot run here
+        fail(str(error), code=2)
     finally:
         progress.set_listener(None)
     if as_json:

@@ -23,6 +23,7 @@ from prefect.runtime import flow_run
 from bootstrap import annotate as steps
 from bootstrap.config import DetectorOptions, PipelineConfig, load_pipeline_config
 from bootstrap.lease import DEFAULT_WAIT_SECONDS, hold_lease
+from bootstrap.reannotate import resolve_model_version
 from flows import artifact_key
 from flows.runners import check_task_runner, dask_task_runner
 
@@ -129,6 +130,8 @@ def annotate(
     """
     check_task_runner(task_runner)
     config = load_pipeline_config(config_path, dataset=dataset, sources=sources, detector=detector)
+    # `detector.model` may name a fine-tuned version of the dataset (v2, current).
+    config, _ = resolve_model_version(config)
     runner = PrefectSteps(task_runner, config.dataset)
     run_id = str(flow_run.get_id() or "local")
     # One run per dataset at a time (bootstrap.lease): the second waits, then finds nothing new.

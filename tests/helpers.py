@@ -15,7 +15,7 @@ from bootstrap.sources import content_hash
 from bootstrap.store import NewImage
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+SHARED = Path(os.environ.get("BOOTSTRAP_SHARED") or ROOT.parent / "shared")
 COCO = SHARED / "data" / "coco128-train"
 MODELS = SHARED / "models"
 #: One model, one pass (configs/single-model.yaml): tests of mechanics use it so that they do not
@@ -147,3 +147,27 @@ def confirm_queue_and_resume(store, flow_run_id, reviewer: str = "ana") -> int:
         sample.save()
     resume_flow_run(flow_run_id, run_input={"done": True, "reviewer": reviewer})
     return len(queued)
+
+
+def review_as_ground_truth(store, paths: list[Path], ground_truth: Path = COCO) -> None:
+    """Play a reviewer who makes the labels of ``paths`` exactly their ground truth (what the
+    simulated reviewer would produce): every automatic box tagged ``reject``, every true box
+    drawn (``provenance: human``); then ``review apply``."""
+    import fiftyone as fo
+
+    from bootstrap.evaluation.ground_truth import load_ground_truth
+    from bootstrap.review import apply_reviews
+
+    truth = load_ground_truth(ground_truth)
+    for path in paths:
+        sample = store.dataset.one(fo.ViewField("filepath") == str(path))
+        boxes = [b for b in (sample.labels.detections if sample.labels else [])]
+        for box in boxes:
+            box.tags.append("reject")
+        gt = truth.get(path.stem)
+        boxes += [fo.Detection(label=t.label, bounding_box=list(t.bounding_box), provenance="human")
+                  for t in (gt.detections if gt else [])]
+        sample["labels"] = fo.Detections(detections=boxes)
+        sample.tags.append("reviewed")
+        sample.save()
+    apply_reviews(store, reviewer="ground-truth")
