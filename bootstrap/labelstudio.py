@@ -494,8 +494,9 @@ def merge_annotation(working, results: list[dict], reviewer: str | None):
             drawn[result.get("id")] = parsed
     boxes = list(working.detections) if working is not None else []
     matched = {box.id: drawn.pop(box.id) for box in boxes if box.id in drawn}
-    # Should the editor give a region it copied from our prediction a new id, an unmatched
-    # result identical to an unmatched box of ours is still that box.
+    # Label Studio 1.23's editor keeps our id on a region it took from the prediction, moved or
+    # not (tests/browser/test_labelstudio_editor.py); for annotations made otherwise (the API,
+    # another version), an unmatched result identical to an unmatched box of ours is that box.
     for box in boxes:
         if box.id in matched or is_human_decided(box):
             continue

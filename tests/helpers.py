@@ -15,6 +15,7 @@ from bootstrap.sources import content_hash
 from bootstrap.store import NewImage
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The shared images and weights; ``BOOTSTRAP_SHARED`` for a checkout elsewhere (a worktree).
 SHARED = Path(os.environ.get("BOOTSTRAP_SHARED") or ROOT.parent / "shared")
 COCO = SHARED / "data" / "coco128-train"
 MODELS = SHARED / "models"
