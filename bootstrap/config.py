@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -213,6 +214,20 @@ class TriageConfig(_Strict):
             if reject > accept:
                 raise ValueError(f"{name}: reject ({reject}) is above accept ({accept})")
         return self
+
+    def check_classes(self, classes: Sequence[str]) -> None:
+        """Check that ``per_class`` names only classes of ``classes`` (the dataset's): a
+        misspelt class would silently never apply.
+
+        Raises:
+            ConfigError: an unknown class, named with the valid ones.
+        """
+        unknown = sorted(set(self.per_class) - set(classes))
+        if classes and unknown:
+            raise ConfigError(
+                f"triage.per_class: unknown class {', '.join(repr(c) for c in unknown)}; the "
+                f"dataset's classes are {', '.join(classes)}"
+            )
 
 
 class ReviewConfig(_Strict):

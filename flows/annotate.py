@@ -23,6 +23,7 @@ from prefect.runtime import flow_run
 from bootstrap import annotate as steps
 from bootstrap.config import DetectorOptions, PipelineConfig, load_pipeline_config
 from bootstrap.lease import DEFAULT_WAIT_SECONDS, hold_lease
+from bootstrap.store import database_errors
 from flows import artifact_key
 from flows.runners import check_task_runner, dask_task_runner
 
@@ -133,7 +134,10 @@ def annotate(
     run_id = str(flow_run.get_id() or "local")
     # One run per dataset at a time (bootstrap.lease): the second waits, then finds nothing new.
     key = f"annotate:{config.dataset}"
-    with hold_lease(key, run_id, wait_seconds=wait_seconds, force=force, logger=get_run_logger()):
+    # A lost database fails the run with a message naming it and what to do (UI and CLI).
+    with database_errors(), hold_lease(
+        key, run_id, wait_seconds=wait_seconds, force=force, logger=get_run_logger()
+    ):
         summary = steps.run_annotation(
             config, run_id=run_id, chunk_size=chunk_size, max_chunks=max_chunks, runner=runner,
         )

@@ -15,7 +15,8 @@ from bootstrap.sources import content_hash
 from bootstrap.store import NewImage
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+# ../shared beside the checkout; BOOTSTRAP_SHARED for a checkout elsewhere (a git worktree).
+SHARED = Path(os.environ.get("BOOTSTRAP_SHARED") or ROOT.parent / "shared")
 COCO = SHARED / "data" / "coco128-train"
 MODELS = SHARED / "models"
 #: One model, one pass (configs/single-model.yaml): tests of mechanics use it so that they do not
