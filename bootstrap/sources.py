@@ -67,6 +67,14 @@ def iter_image_files(
         yield from _walk_local(source, on_error)
 
 
+def source_root(source: SourceConfig) -> Path:
+    """The folder (or file) a source is walked from: its path, or a glob's fixed folder."""
+    if source.path is not None:
+        return Path(source.path).expanduser().resolve()
+    assert source.glob is not None
+    return _split_glob(source.glob)[0]
+
+
 def content_hash(uri: str) -> str:
     """SHA-256 of the file's bytes, as hex: the image's identity in the dataset."""
     with open(uri, "rb") as handle:

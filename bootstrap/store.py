@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import mimetypes
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from bson import ObjectId
 
@@ -259,6 +261,13 @@ class ImageStore:
             ["id", "filepath", CONTENT_HASH]
         )
         return [PendingImage(*row) for row in zip(ids, paths, hashes, strict=True)]
+
+    def first_image_under(self, folder: str | Path) -> str | None:
+        """The path of a stored image below ``folder``, or None (a prefix scan of the
+        ``filepath`` index)."""
+        prefix = "^" + re.escape(str(folder).rstrip("/") + "/")
+        doc = self._samples.find_one({"filepath": {"$regex": prefix}}, {"filepath": 1})
+        return doc["filepath"] if doc else None
 
     def count_pending(self) -> int:
         return self._samples.count_documents({STATE: ImageState.PENDING.value})  # indexed

@@ -262,7 +262,13 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
+_received: list[int] = []
+
+
 def _interrupt(signum, frame) -> None:
+    if _received:  # a second Ctrl+C or SIGTERM: the clean-up is taking too long, stop now
+        os._exit(128 + signum)
+    _received.append(signum)
     raise Interrupted(signum)
 
 
@@ -296,7 +302,11 @@ def main() -> None:
     except BaseException as error:  # noqa: BLE001 - sorted below, the rest re-raised
         # Inside a flow run Prefect turns SIGTERM into its own TerminationSignal.
         signum = getattr(error, "signum", getattr(error, "signal", None))
-        if isinstance(error, Interrupted) or type(error).__name__ == "TerminationSignal":
+        if _received and not isinstance(error, SystemExit | Interrupted):
+            # The signal's exception was swallowed by a broad `except` (an import in progress)
+            # and surfaced as another error: it is still the interruption.
+            signum = _received[0]
+        if signum or isinstance(error, Interrupted) or type(error).__name__ == "TerminationSignal":
             name = signal.Signals(signum).name if signum else "a signal"
             err.print(f"interrupted ({name}): what was stored is kept and nothing half-written "
                       "is left; run the same command again to finish")
