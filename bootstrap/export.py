@@ -56,6 +56,10 @@ class ExportError(ValueError):
     """An export that cannot be made as asked."""
 
 
+class ExportWriteError(ExportError):
+    """The export could not be written (disk full, file size limit); the previous one stands."""
+
+
 def parse_split(text: str) -> dict[str, float]:
     """``"train=0.8,val=0.2"`` -> ``{"train": 0.8, "val": 0.2}`` (order kept).
 
@@ -176,10 +180,13 @@ def export_dataset(
     except OSError as err:
         shutil.rmtree(partial, ignore_errors=True)
         if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise ExportError(
-                f"disk full: no space left to write the export to {out} ({err.strerror}); "
-                f"the previous export there is intact (nothing was replaced); free space on "
-                f"{out.parent} and run the export again"
+            what = (
+                "a file is larger than the file size limit (ulimit -f)" if err.errno == errno.EFBIG
+                else f"disk full: no space left to write the export to {out}"
+            )
+            raise ExportWriteError(
+                f"{what} ({err.strerror}); the previous export there is intact (nothing was "
+                f"replaced); free space on {out.parent} and run the export again"
             ) from err
         raise
     except BaseException:

@@ -207,14 +207,14 @@ def export(
     as_json: JsonOpt = False,
 ) -> None:
     """Export the final labels as a YOLO or COCO dataset (FiftyOne exporters) with a manifest."""
-    from bootstrap.export import ExportError, export_dataset
+    from bootstrap.export import ExportError, ExportWriteError, export_dataset
 
     pipeline = pipeline_config(config, dataset)
     store = open_existing(dataset)
     try:
         manifest = export_dataset(store, out_dir, format, include, split, config=pipeline)
     except ExportError as error:
-        fail(str(error), code=2)
+        fail(str(error), code=1 if isinstance(error, ExportWriteError) else 2)
     if as_json:
         print(json.dumps(manifest))
         return

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import COCO
 from tests.integration.processes import Command
 
 
@@ -67,3 +69,24 @@ def report_case(_case_records):
         _case_records[case] = {"seen": seen, "lost": lost, **facts}
 
     return record
+
+
+@pytest.fixture(scope="session")
+def labelled():
+    """All 128 coco128 photos, triaged from ground-truth-derived predictions (no model):
+    ``tests/faults/datasets.py``. Shared: tests that change it use a clone."""
+    import fiftyone as fo
+
+    from tests.faults.datasets import labelled_dataset
+
+    if not (COCO / "images").is_dir():
+        pytest.skip(f"real test images not found at {COCO}")
+    name = f"test-faults-{uuid.uuid4().hex[:8]}"
+    store = labelled_dataset(name, sorted((COCO / "images").glob("*.jpg")))
+    yield store
+    fo.delete_dataset(name)
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    """Every file below ``folder`` with its bytes: compared before and after a fault."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}

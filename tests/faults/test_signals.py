@@ -8,15 +8,13 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
-from pathlib import Path
 
 import pytest
 import yaml
 
 from bootstrap.config import load_config
-from tests.faults.datasets import labelled_dataset
-from tests.helpers import COCO, PLAIN_CONFIG, needs_coco, needs_model
+from tests.faults.conftest import tree
+from tests.helpers import PLAIN_CONFIG, needs_coco, needs_model
 from tests.integration.processes import (
     Command,
     assert_every_image_once,
@@ -86,21 +84,6 @@ def test_annotate_interrupted_twice_then_finished(
     )
 
 
-@pytest.fixture(scope="module")
-def labelled(tmp_path_factory):
-    """All 128 coco128 photos, triaged from ground-truth-derived predictions (no model)."""
-    import fiftyone as fo
-
-    name = f"test-faults-{uuid.uuid4().hex[:8]}"
-    store = labelled_dataset(name, sorted((COCO / "images").glob("*.jpg")))
-    yield store
-    fo.delete_dataset(name)
-
-
-def _tree(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-
-
 def test_export_interrupted_leaves_the_previous_export_and_no_partial(
     tmp_path, labelled, commands, report_case
 ):
@@ -109,7 +92,7 @@ def test_export_interrupted_leaves_the_previous_export_and_no_partial(
     first = Command(["export", labelled.name, "--out", str(out)], env, tmp_path, "first")
     commands.append(first)
     assert first.process.wait(120) == 0, first.stderr[-2000:]
-    previous = _tree(out)
+    previous = tree(out)
     bigger = ["export", labelled.name, "--out", str(out), "--include",
               "accepted,reviewed,needs_review"]  # 126 images to copy: a second or more
     seconds = {}
@@ -124,7 +107,7 @@ def test_export_interrupted_leaves_the_previous_export_and_no_partial(
         assert seconds[signum.name] < 10
         assert f"interrupted ({signum.name}): {INTERRUPTED}" in _said(run)
         assert sorted(p.name for p in out.parent.iterdir()) == ["coco"]  # no partial, no .old
-        assert _tree(out) == previous
+        assert tree(out) == previous
 
     # SIGKILL runs no clean-up at all: its partial folder stays (hidden, beside the target),
     # the target is untouched, and the next export removes the abandoned partial.
@@ -134,7 +117,7 @@ def test_export_interrupted_leaves_the_previous_export_and_no_partial(
              timeout=120, every=0.005)
     os.kill(run.pid, signal.SIGKILL)
     run.process.wait(30)
-    assert _tree(out) == previous and len(list(out.parent.glob(".coco.partial-*"))) == 1
+    assert tree(out) == previous and len(list(out.parent.glob(".coco.partial-*"))) == 1
     done = Command(bigger, env, tmp_path, "done")
     commands.append(done)
     assert done.process.wait(120) == 0, done.stderr[-2000:]
