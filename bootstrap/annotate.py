@@ -256,7 +256,9 @@ def dataset_totals_markdown(config: PipelineConfig) -> str:
     store = ImageStore(config.dataset)
     routes = store.dataset.count_values(f"{LABELS}.detections.route")
     waiting = store.state_counts()[ImageState.NEEDS_REVIEW.value]
-    rows = [(f"working boxes routed `{route}`", n) for route, n in sorted(routes.items()) if route]
+    # Boxes a person drew have no route (None): left out, and never sorted against a string.
+    rows = [(f"working boxes routed `{route}`", n) for route, n in sorted(
+        (route, n) for route, n in routes.items() if route)]
     rows.append(("images waiting for review (`needs_review`)", waiting))
     return "\n".join(["| dataset now | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows])
 
