@@ -222,11 +222,16 @@ class TriageConfig(_Strict):
         Raises:
             ConfigError: an unknown class, named with the valid ones.
         """
+        import difflib
+
         unknown = sorted(set(self.per_class) - set(classes))
         if classes and unknown:
+            guesses = [m for c in unknown for m in difflib.get_close_matches(c, classes, n=1)]
+            shown = ", ".join(classes[:12]) + (f", … ({len(classes)} in all)" if len(classes) > 12 else "")
             raise ConfigError(
-                f"triage.per_class: unknown class {', '.join(repr(c) for c in unknown)}; the "
-                f"dataset's classes are {', '.join(classes)}"
+                f"triage.per_class: unknown class {', '.join(repr(c) for c in unknown)}"
+                + (f" (did you mean {', '.join(repr(g) for g in guesses)}?)" if guesses else "")
+                + f"; the dataset's classes are {shown}"
             )
 
 

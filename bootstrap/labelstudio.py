@@ -221,6 +221,12 @@ class LabelStudioClient:
 
         try:
             response = self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as err:
+            raise LabelStudioUnreachable(
+                f"Label Studio at {self.settings.url} did not answer {method} {path} within "
+                f"{self._http.timeout.read:.0f} s ({type(err).__name__}); it may be overloaded "
+                "or hung: check it, then run the command again (what it did is not repeated)"
+            ) from err
         except httpx.TransportError as err:
             raise LabelStudioUnreachable(
                 f"Label Studio is not reachable at {self.settings.url} ({err}); start it with "
@@ -290,12 +296,14 @@ class LabelStudioClient:
             page += 1
 
     def user_email(self, user_id: int) -> str | None:
+        """The user's email; None when Label Studio has no such user (404). Any other error
+        is raised: a reviewer recorded by number because the server failed would be wrong."""
         try:
             return self.request("GET", f"/api/users/{user_id}").get("email")
-        except LabelStudioAuthError:
+        except LabelStudioError as err:
+            if " answered 404:" in str(err):
+                return None
             raise
-        except LabelStudioError:
-            return None
 
 
 # -- push --------------------------------------------------------------------------------

@@ -43,13 +43,25 @@ class ReviewQueue:
     waiting: int  # needs_review images in all, queued or not
 
 
+def check_budget(budget: int | None) -> None:
+    """Raises ValueError naming ``budget`` unless it is None (no limit) or at least 1."""
+    if budget is not None and budget < 1:
+        raise ValueError(f"budget: at least 1 image per batch (or none for no limit), got {budget}")
+
+
 def build_review_queue(
     store: ImageStore, budget: int | None = None, audit_ids: tuple[str, ...] = ()
 ) -> ReviewQueue:
     """Save the ``budget`` highest-priority ``needs_review`` images as the saved view
     ``review-queue`` (a fixed list of samples, in priority order) and return it. ``audit_ids``
-    (the random audit, ``bootstrap.review_learning.mark_audit``) come first, within the budget."""
+    (the random audit, ``bootstrap.review_learning.mark_audit``) come first, within the budget.
+
+    Raises:
+        ValueError: a budget below 1.
+    """
     from fiftyone import ViewField as F
+
+    check_budget(budget)
 
     waiting = store.dataset.match(F(STATE) == ImageState.NEEDS_REVIEW.value)
     ranked = waiting.match_tags(REVIEWED_TAG, bool=False).sort_by(PRIORITY, reverse=True)

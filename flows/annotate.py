@@ -8,6 +8,7 @@ the dataset is the work queue.
 
 from __future__ import annotations
 
+from typing import Annotated
 from uuid import UUID
 
 from prefect import flow, get_run_logger, task
@@ -19,6 +20,7 @@ from prefect.artifacts import (
 from prefect.cache_policies import NONE
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
+from pydantic import Field
 
 from bootstrap import annotate as steps
 from bootstrap.config import DetectorOptions, PipelineConfig, load_pipeline_config
@@ -106,10 +108,10 @@ def annotate(
     dataset: str | None = None,
     config_path: str | None = None,
     detector: DetectorOptions = DetectorOptions(),  # type: ignore[valid-type]
-    chunk_size: int | None = None,
-    max_chunks: int | None = None,
+    chunk_size: Annotated[int, Field(ge=1)] | None = None,
+    max_chunks: Annotated[int, Field(ge=1)] | None = None,
     task_runner: str = "local",
-    wait_seconds: float = DEFAULT_WAIT_SECONDS,
+    wait_seconds: Annotated[float, Field(ge=0)] = DEFAULT_WAIT_SECONDS,
     force: bool = False,
 ) -> dict:
     """Pre-annotate every new image of the sources into a FiftyOne dataset.

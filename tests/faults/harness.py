@@ -98,7 +98,8 @@ class OwnMongod:
 @dataclass
 class FaultPlan:
     """What the proxy does with each request: ``fail(method, path, n)`` returns None (forward),
-    an HTTP status to answer with, or ``"hang"`` (accept, never answer)."""
+    an HTTP status to answer with, ``"hang"`` (accept, never answer) or ``"lost"`` (forward it,
+    then never answer: done upstream, the answer lost on the way back)."""
 
     fail: Callable[[str, str, int], int | str | None] = lambda method, path, n: None
     seen: list[tuple[str, str, int | str | None]] = field(default_factory=list)
@@ -151,6 +152,10 @@ class FaultProxy:
                         status, headers, payload = answer.status, answer.headers, answer.read()
                 except urllib.error.HTTPError as error:
                     status, headers, payload = error.code, error.headers, error.read()
+                if action == "lost":
+                    proxy._release.wait(600)
+                    self.close_connection = True
+                    return
                 self.send_response(status)
                 for key, value in headers.items():
                     if key.lower() not in ("transfer-encoding", "connection", "content-length"):
