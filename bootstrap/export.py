@@ -158,7 +158,16 @@ def export_dataset(
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_partials(out)
     view = final_labels_view(store, states)
-    ids, hashes = view.values(["id", CONTENT_HASH])
+    ids, hashes, paths = view.values(["id", CONTENT_HASH, "filepath"])
+    # FiftyOne's exporters take a file named "..x.jpg" for a path outside the export
+    # (fiftyone.core.utils.safe_relpath tests startswith("..")): its YOLO labels land in the
+    # images folder and COCO names it by an absolute path into the temporary folder.
+    dotted = sorted(p for p in paths if os.path.basename(p).startswith(".."))
+    if dotted:
+        raise ExportError(
+            f"cannot export images whose names start with '..' (FiftyOne's exporters would put "
+            f"their labels in the wrong place): {', '.join(dotted[:5])}; rename them"
+        )
     by_split: dict[str, list[str]] = {name: [] for name in fractions}
     for sid, content_hash in zip(ids, hashes, strict=True):
         by_split[split_of(content_hash, fractions)].append(sid)

@@ -99,7 +99,10 @@ def _walk_local(source: SourceConfig, on_error: OnError) -> Iterator[ImageFile]:
     if source.path is not None:
         root = Path(source.path).expanduser().resolve()
         if root.is_file():
-            if (image := _checked(_image_file(root), on_error)) is not None:
+            if root.name.startswith("."):  # as in a folder: hidden files are not registered
+                on_error(printable_path(str(root)), "hidden file (its name starts with '.'): "
+                         "not registered; rename it")
+            elif (image := _checked(_image_file(root), on_error)) is not None:
                 yield image
             return
         if not root.is_dir():

