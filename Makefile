@@ -1,4 +1,4 @@
-# One command each: make install | demo | test | test-fast | lint | bench | app
+# One command each: make install | demo | test | test-fast | test-faults | lint | bench | app
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
@@ -15,7 +15,7 @@ DEMO_DATASET ?= demo
 DEMO_ARGS ?=
 DEMO_SOURCES ?= $(if $(wildcard $(SHARED)/data/coco128-train/images),$(SHARED)/data/coco128-train/images,$(shell test -x $(BIN)/python && $(BIN)/python -c "from ultralytics.utils import ASSETS; print(ASSETS)" 2>/dev/null))
 
-.PHONY: install demo test test-fast lint bench app clean-demo
+.PHONY: install demo test test-fast test-faults lint bench app clean-demo
 
 install: $(STAMP)
 
@@ -39,6 +39,11 @@ test: install
 # The unit layer only: pure logic, no FiftyOne, no Prefect, no model (seconds).
 test-fast: install
 	$(BIN)/python -m pytest tests/unit -q $(PYTEST_ARGS)
+
+# The fault-injection suite only (docs/reliability.md): real processes, databases and servers
+# failing on purpose. BOOTSTRAP_FAULTS_REPORT=FILE records what each case showed (JSON).
+test-faults: install
+	$(BIN)/python -m pytest tests/faults $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check bootstrap flows cli tests scripts

@@ -18,6 +18,9 @@ from PIL import Image
 from bootstrap.decode import ImageDecodeError, decode_image
 from tests.helpers import PLAIN_CONFIG, ROOT, needs_model
 
+# PIL warns about the broken EXIF blocks it skips: expected here.
+pytestmark = pytest.mark.filterwarnings("ignore:(Corrupt EXIF data|Tag data larger):UserWarning")
+
 BOMB_REASON = "image too large to decode safely: Image size (900000000 pixels) exceeds limit"
 
 
