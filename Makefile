@@ -1,4 +1,4 @@
-# One command each: make install | demo | test | test-fast | lint | bench | app
+# One command each: make install | demo | test | test-fast | test-faults | lint | bench | app
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
@@ -15,7 +15,7 @@ DEMO_DATASET ?= demo
 DEMO_ARGS ?=
 DEMO_SOURCES ?= $(if $(wildcard $(SHARED)/data/coco128-train/images),$(SHARED)/data/coco128-train/images,$(shell test -x $(BIN)/python && $(BIN)/python -c "from ultralytics.utils import ASSETS; print(ASSETS)" 2>/dev/null))
 
-.PHONY: install demo test test-fast lint bench app clean-demo
+.PHONY: install demo test test-fast test-faults lint bench app clean-demo
 
 install: $(STAMP)
 
@@ -39,6 +39,11 @@ test: install
 # The unit layer only: pure logic, no FiftyOne, no Prefect, no model (seconds).
 test-fast: install
 	$(BIN)/python -m pytest tests/unit -q $(PYTEST_ARGS)
+
+# The fault-injection suite only (docs/reliability.md): real processes, databases and servers
+# failing on purpose. BOOTSTRAP_FAULTS_REPORT=FILE records what each case showed (JSON).
+test-faults: install
+	$(BIN)/python -m pytest tests/faults $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check bootstrap flows cli tests scripts
@@ -98,18 +103,21 @@ $(LS_STAMP):
 
 labelstudio: labelstudio-install
 	@mkdir -p $(LS_DATA)
-	@test -s $(LS_DATA)/api-key || { test -n "$$LABEL_STUDIO_API_KEY" && echo "$$LABEL_STUDIO_API_KEY" || $(PYTHON) -c "import secrets; print(secrets.token_hex(20))"; } > $(LS_DATA)/api-key
-	@test -s $(LS_DATA)/password || $(PYTHON) -c "import secrets; print(secrets.token_urlsafe(12))" > $(LS_DATA)/password
+	@# umask 077: the secret files are 0600 from their first byte, never readable by others.
+	@umask 077; test -s $(LS_DATA)/api-key || { test -n "$$LABEL_STUDIO_API_KEY" && echo "$$LABEL_STUDIO_API_KEY" || $(PYTHON) -c "import secrets; print(secrets.token_hex(20))"; } > $(LS_DATA)/api-key
+	@umask 077; test -s $(LS_DATA)/password || $(PYTHON) -c "import secrets; print(secrets.token_urlsafe(12))" > $(LS_DATA)/password
 	@chmod 600 $(LS_DATA)/api-key $(LS_DATA)/password
 	@echo "Label Studio on http://127.0.0.1:$(LABEL_STUDIO_PORT)  (login $(LABEL_STUDIO_USERNAME), password in $(LS_DATA)/password)"
 	@echo "For bootstrap review push/pull: export LABEL_STUDIO_URL=http://127.0.0.1:$(LABEL_STUDIO_PORT) LABEL_STUDIO_API_KEY=\$$(cat $(LS_DATA)/api-key) LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=$(LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT)"
 	@# The legacy token must be enabled when the data dir is created, or `Token` auth is refused.
+	@# The password and token go in Label Studio's environment (readable by this user only), not
+	@# on its command line (which every local user can read in `ps`).
 	LABEL_STUDIO_BASE_DATA_DIR=$(LS_DATA) LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true \
 	LATEST_VERSION_CHECK=false LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true \
 	LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=$(LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT) \
-	$(LS_VENV)/bin/label-studio start --internal-host 127.0.0.1 --port $(LABEL_STUDIO_PORT) \
-	  --no-browser --username $(LABEL_STUDIO_USERNAME) --password "$$(cat $(LS_DATA)/password)" \
-	  --user-token "$$(cat $(LS_DATA)/api-key)"
+	LABEL_STUDIO_USERNAME=$(LABEL_STUDIO_USERNAME) LABEL_STUDIO_PASSWORD="$$(cat $(LS_DATA)/password)" \
+	LABEL_STUDIO_USER_TOKEN="$$(cat $(LS_DATA)/api-key)" \
+	$(LS_VENV)/bin/label-studio start --internal-host 127.0.0.1 --port $(LABEL_STUDIO_PORT) --no-browser
 
 # -- Chromium for the browser tests (tests/browser/): Debian's package, driven by Playwright -------
 # Playwright's own browser download needs the internet; the tests point it at this executable

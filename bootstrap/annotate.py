@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import time
 import uuid
 from collections import deque
@@ -118,7 +119,8 @@ def discover_new_images(config: PipelineConfig) -> DiscoveryReport:
     """
     store = ImageStore(config.dataset)
     report = DiscoveryReport()
-    files = iter_image_files(config.sources)
+    left_out: list[tuple[str, str]] = []  # not yielded: not counted as found
+    files = iter_image_files(config.sources, on_error=lambda path, why: left_out.append((path, why)))
     with progress.task("discovering", total=None) as bar:
         while chunk := list(itertools.islice(files, DISCOVERY_CHUNK)):
             report.found += len(chunk)
@@ -137,6 +139,7 @@ def discover_new_images(config: PipelineConfig) -> DiscoveryReport:
             report.new += store.add_pending(candidates)
             bar.advance(len(chunk))
     report.known = report.found - report.new - len(report.unreadable)
+    report.unreadable += left_out
     report.pending = store.count_pending()
     progress.expect("annotating", total=report.pending)
     log.info("discovery: %s", report)
@@ -163,6 +166,9 @@ def detect_images(
             for image, outcome in batch:
                 if isinstance(outcome, DecodedImage):
                     yield ImageResult(image.sample_id, image.uri, ontology.apply(next(predictions)))
+                elif isinstance(outcome, NewImage):
+                    yield ImageResult(image.sample_id, image.uri, None, failure=REQUEUED,
+                                      requeue=outcome)
                 else:
                     yield ImageResult(image.sample_id, image.uri, None, failure=outcome)
 
@@ -206,9 +212,11 @@ def annotate_chunk(config: PipelineConfig, run_id: str, sample_ids: Sequence[str
 
 def check_setup(config: PipelineConfig) -> None:
     """Everything that can fail before work starts: the model loads, the ontology fits the
-    model's classes, the database answers (the dataset is created with its class list)."""
+    model's classes, ``triage.per_class`` names only those classes, the database answers (the
+    dataset is created with its class list)."""
     detector = load_detector(config.detector)
     ontology = Ontology(config.ontology, detector.class_names)
+    config.triage.check_classes(ontology.classes)
     ImageStore(config.dataset, classes=ontology.classes)
 
 
@@ -248,7 +256,9 @@ def dataset_totals_markdown(config: PipelineConfig) -> str:
     store = ImageStore(config.dataset)
     routes = store.dataset.count_values(f"{LABELS}.detections.route")
     waiting = store.state_counts()[ImageState.NEEDS_REVIEW.value]
-    rows = [(f"working boxes routed `{route}`", n) for route, n in sorted(routes.items()) if route]
+    # Boxes a person drew have no route (None): left out, and never sorted against a string.
+    rows = [(f"working boxes routed `{route}`", n) for route, n in sorted(
+        (route, n) for route, n in routes.items() if route)]
     rows.append(("images waiting for review (`needs_review`)", waiting))
     return "\n".join(["| dataset now | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows])
 
@@ -312,11 +322,29 @@ def run_annotation(
     return summarise(config, run_id, discovery, batches, time.perf_counter() - started, routed)
 
 
-def _decode_or_failure(image: PendingImage) -> tuple[PendingImage, DecodedImage | str]:
+#: Why an image was not annotated although it decoded: its file changed under the run.
+REQUEUED = "the file changed after it was registered (rewritten in place): re-queued with its new content for the next run"
+
+
+def _decode_or_failure(image: PendingImage) -> tuple[PendingImage, DecodedImage | NewImage | str]:
+    """The decoded image, or why not: a reason, or (its bytes are no longer those discovery
+    hashed) what is in the file now, to re-queue it."""
     try:
-        return image, decode_image(image.uri)
+        decoded = decode_image(image.uri)
     except ImageDecodeError as err:
         return image, err.reason
+    if image.content_hash is None:
+        return image, decoded
+    # Hashed after decoding: a file rewritten before or while it was decoded no longer has
+    # the registered hash (the second read comes from the page cache: ~0.1 ms per photo).
+    try:
+        stat = os.stat(image.uri)
+        digest = content_hash(image.uri)
+    except OSError as err:
+        return image, f"file disappeared while it was being read ({err.strerror or err})"
+    if digest != image.content_hash:
+        return image, NewImage(image.uri, digest, stat.st_size, stat.st_mtime_ns)
+    return image, decoded
 
 
 def _prefetch(

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from bootstrap.atomic_write import write_text_atomic
 from bootstrap.config import PipelineConfig, TriageConfig, validate_config
 from bootstrap.evaluation.costs import CostModel
 from bootstrap.evaluation.metrics import BoxOutcome, Evaluation, precision
@@ -227,8 +228,10 @@ def write_calibrated_config(
         f"# Calibrated from {source or 'the default config'}: per-class thresholds for target "
         f"precision {calibration.target_precision} ({calibration.source}, {calibration.images} images).\n"
     )
-    dest.write_text(header + yaml.safe_dump(updated.model_dump(mode="json"), sort_keys=False))
-    return dest
+    # Atomic: an interrupted run leaves the previous config, never half of a new one.
+    return write_text_atomic(
+        dest, header + yaml.safe_dump(updated.model_dump(mode="json"), sort_keys=False)
+    )
 
 
 def calibration_evidence(store, source: str = "auto", iou: float = 0.5) -> Evaluation:

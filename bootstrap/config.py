@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -213,6 +214,25 @@ class TriageConfig(_Strict):
             if reject > accept:
                 raise ValueError(f"{name}: reject ({reject}) is above accept ({accept})")
         return self
+
+    def check_classes(self, classes: Sequence[str]) -> None:
+        """Check that ``per_class`` names only classes of ``classes`` (the dataset's): a
+        misspelt class would silently never apply.
+
+        Raises:
+            ConfigError: an unknown class, named with the valid ones.
+        """
+        import difflib
+
+        unknown = sorted(set(self.per_class) - set(classes))
+        if classes and unknown:
+            guesses = [m for c in unknown for m in difflib.get_close_matches(c, classes, n=1)]
+            shown = ", ".join(classes[:12]) + (f", … ({len(classes)} in all)" if len(classes) > 12 else "")
+            raise ConfigError(
+                f"triage.per_class: unknown class {', '.join(repr(c) for c in unknown)}"
+                + (f" (did you mean {', '.join(repr(g) for g in guesses)}?)" if guesses else "")
+                + f"; the dataset's classes are {shown}"
+            )
 
 
 class ReviewConfig(_Strict):

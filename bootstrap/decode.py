@@ -54,6 +54,13 @@ def decode_image(uri: str) -> DecodedImage:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 with Image.open(handle) as image:
+                    # PIL's own check warns between 1x and 2x its limit; the warning filter above
+                    # is process-wide and decoding runs in threads, so check here as well.
+                    if image.width * image.height > Image.MAX_IMAGE_PIXELS:
+                        raise Image.DecompressionBombError(
+                            f"Image size ({image.width * image.height} pixels) exceeds limit of "
+                            f"{Image.MAX_IMAGE_PIXELS} pixels, could be decompression bomb DOS attack."
+                        )
                     image.load()  # decode now, so truncation surfaces here and not later
                     upright = ImageOps.exif_transpose(image)
                     return DecodedImage(uri=uri, pixels=_to_rgb8(upright))

@@ -84,6 +84,16 @@ def database_settings() -> tuple[str | None, Path]:
     return uri, Path(os.path.abspath(folder))
 
 
+def database_location() -> str:
+    """Where the datasets live, for messages: the MongoDB URI (its password hidden) or the
+    bundled database's data folder."""
+    uri, folder = database_settings()
+    if uri is not None:
+        where = "FIFTYONE_DATABASE_URI" if os.environ.get("FIFTYONE_DATABASE_URI") else "FiftyOne's config"
+        return f"MongoDB at {_redact(uri)} ({where})"
+    return f"FiftyOne's bundled MongoDB (data folder {folder})"
+
+
 def mongods_on(folder: Path) -> list[MongodProcess]:
     """Every running mongod (any user's) whose ``--dbpath`` is ``folder``."""
     import psutil

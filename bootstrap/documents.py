@@ -82,7 +82,11 @@ def new_sample_documents(dataset, samples: list[dict], now: datetime) -> list[di
     if not samples:
         return []
     template = dataset._make_dict(fo.Sample(**samples[0]), created_at=now, last_modified_at=now)
-    return [template | fields | {"_rand": _sample_rand()} for fields in samples]
+    # Every sample is an image (discovery registers only images); FiftyOne guesses the media
+    # type from the name, and the first sample's guess would otherwise be copied to all: a
+    # name it cannot read ("..jpg": 'unknown') made every export of the chunk fail.
+    return [template | fields | {"_rand": _sample_rand(), "_media_type": "image"}
+            for fields in samples]
 
 
 def reload_samples(dataset, sample_ids: list) -> None:

@@ -17,6 +17,7 @@ hidden temporary folder beside ``DIR`` and renamed into place at the end.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -25,6 +26,7 @@ import shutil
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
+from glob import escape as glob_escape
 from pathlib import Path
 
 from bootstrap.config import PipelineConfig
@@ -52,6 +54,10 @@ VOLATILE_MANIFEST_FIELDS = ("exported_at", "flow_run")
 
 class ExportError(ValueError):
     """An export that cannot be made as asked."""
+
+
+class ExportWriteError(ExportError):
+    """The export could not be written (disk full, file size limit); the previous one stands."""
 
 
 def parse_split(text: str) -> dict[str, float]:
@@ -149,17 +155,29 @@ def export_dataset(
             f"dataset '{store.name}' has no class list (default_classes); annotate it first "
             "(the class list comes from the ontology or the model)"
         )
-    out = Path(out_dir).resolve()
+    out = check_export_target(out_dir, config.sources if config is not None else ())
+    _check_holds_no_images(store, out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_partials(out)
     view = final_labels_view(store, states)
-    ids, hashes = view.values(["id", CONTENT_HASH])
+    ids, hashes, paths = view.values(["id", CONTENT_HASH, "filepath"])
+    # FiftyOne's exporters take a file named "..x.jpg" for a path outside the export
+    # (fiftyone.core.utils.safe_relpath tests startswith("..")): its YOLO labels land in the
+    # images folder and COCO names it by an absolute path into the temporary folder.
+    dotted = sorted(p for p in paths if os.path.basename(p).startswith(".."))
+    if dotted:
+        raise ExportError(
+            f"cannot export images whose names start with '..' (FiftyOne's exporters would put "
+            f"their labels in the wrong place): {', '.join(dotted[:5])}; rename them"
+        )
     by_split: dict[str, list[str]] = {name: [] for name in fractions}
     for sid, content_hash in zip(ids, hashes, strict=True):
         by_split[split_of(content_hash, fractions)].append(sid)
 
-    partial = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
-    partial.mkdir()
+    # The pid in the name tells a later export whether its writer is gone (see above).
+    partial = out.parent / f".{out.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
+        partial.mkdir()
         for name, sample_ids in by_split.items():
             # Sorted by path: the exporters number images and boxes in iteration order.
             split_view = view.select(sample_ids).sort_by("filepath")
@@ -170,11 +188,86 @@ def export_dataset(
         manifest = _manifest(store, view, by_split, format, states, fractions, classes, config, flow_run)
         _write_manifest(partial / MANIFEST, manifest)
         _replace_dir(partial, out)
+    except OSError as err:
+        shutil.rmtree(partial, ignore_errors=True)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            what = (
+                "a file is larger than the file size limit (ulimit -f)" if err.errno == errno.EFBIG
+                else f"disk full: no space left to write the export to {out}"
+            )
+            raise ExportWriteError(
+                f"{what} ({err.strerror}); the previous export there is intact (nothing was "
+                f"replaced); free space on {out.parent} and run the export again"
+            ) from err
+        raise
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     log.info("exported %d images of '%s' to %s", len(ids), store.name, out)
     return manifest
+
+
+def check_export_target(out_dir: str | Path, sources=()) -> Path:
+    """The resolved export folder, if an export may be written there: a new or empty folder,
+    or a previous export (which it replaces as a whole), never inside a source folder or
+    holding one. Checked before any work.
+
+    Raises:
+        ExportError: naming ``out_dir`` and what is wrong.
+    """
+    out = Path(out_dir).expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"out_dir (--out): {out} is a file; the export is a folder: give a folder path")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise ExportError(
+            f"out_dir (--out): {out} is a folder with files but no {MANIFEST}, so it is not a "
+            "previous export: an export replaces its folder as a whole and would delete them; "
+            "give a new or empty folder"
+        )
+    from bootstrap.sources import source_root
+
+    for root in (source_root(source) for source in sources):
+        if out == root or root in out.parents:
+            raise ExportError(
+                f"out_dir (--out): {out} is inside the source folder {root}: the next annotate "
+                "run would register the exported copies; export outside the sources"
+            )
+        if out in root.parents:
+            raise ExportError(
+                f"out_dir (--out): {out} holds the source folder {root}: replacing the export "
+                "would delete the source images; export beside the sources"
+            )
+    return out
+
+
+def _check_holds_no_images(store: ImageStore, out: Path) -> None:
+    """Refuse an export folder that holds images of the dataset itself (annotated from a
+    previous export): replacing it would delete them."""
+    if (path := store.first_image_under(out)) is not None:
+        raise ExportError(
+            f"out_dir (--out): {out} holds images of dataset '{store.name}' (e.g. {path}): "
+            "replacing the export would delete them; export to another folder"
+        )
+
+
+def _remove_abandoned_partials(out: Path) -> None:
+    """Delete the temporary folders of earlier exports to ``out`` whose process is gone (killed
+    with SIGKILL, or the machine lost): nobody will finish them."""
+    for partial in out.parent.glob(f".{glob_escape(out.name)}.partial-*"):
+        pid = partial.name.rsplit(".partial-", 1)[1].split("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_exists(int(pid)):
+            log.info("removing %s, left by export process %s that is gone", partial, pid)
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _export_yolo_split(view, root: Path, split: str, classes: list[str], media: bool | str = True) -> None:
@@ -321,7 +414,12 @@ def _replace_dir(partial: Path, out: Path) -> None:
     if out.exists():
         old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
         os.rename(out, old)
-    os.rename(partial, out)
+    try:
+        os.rename(partial, out)
+    except BaseException:
+        if old is not None:  # interrupted between the renames: put the previous one back
+            os.rename(old, out)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

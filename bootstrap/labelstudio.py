@@ -29,9 +29,12 @@ import os
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 from xml.sax.saxutils import quoteattr
+
+from bson import ObjectId
 
 from bootstrap.schema import (
     LABELS,
@@ -218,6 +221,12 @@ class LabelStudioClient:
 
         try:
             response = self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as err:
+            raise LabelStudioUnreachable(
+                f"Label Studio at {self.settings.url} did not answer {method} {path} within "
+                f"{self._http.timeout.read:.0f} s ({type(err).__name__}); it may be overloaded "
+                "or hung: check it, then run the command again (what it did is not repeated)"
+            ) from err
         except httpx.TransportError as err:
             raise LabelStudioUnreachable(
                 f"Label Studio is not reachable at {self.settings.url} ({err}); start it with "
@@ -287,12 +296,14 @@ class LabelStudioClient:
             page += 1
 
     def user_email(self, user_id: int) -> str | None:
+        """The user's email; None when Label Studio has no such user (404). Any other error
+        is raised: a reviewer recorded by number because the server failed would be wrong."""
         try:
             return self.request("GET", f"/api/users/{user_id}").get("email")
-        except LabelStudioAuthError:
+        except LabelStudioError as err:
+            if " answered 404:" in str(err):
+                return None
             raise
-        except LabelStudioError:
-            return None
 
 
 # -- push --------------------------------------------------------------------------------
@@ -560,39 +571,73 @@ def pull_annotations(store: ImageStore, client: LabelStudioClient) -> PullReport
         return report
     if PULLED_FIELD not in store.dataset.get_field_schema():
         store.dataset.add_sample_field(PULLED_FIELD, fo.StringField)
-    view = store.dataset.select(list(by_sample))
-    ids, working, pulled, states = view.values(["id", LABELS, PULLED_FIELD, STATE])
-    missing = set(by_sample) - set(ids)
-    report.conflicts += [f"{sid}: no such sample in '{store.name}'" for sid in sorted(missing)]
+    ids = [ObjectId(sid) for sid in by_sample if ObjectId.is_valid(sid)]
+    found = {str(doc["_id"]) for doc in store.read_documents(ids, {"_id": 1})}
+    report.conflicts += [
+        f"{sid}: no such sample in '{store.name}'" for sid in sorted(set(by_sample) - found)
+    ]
     emails: dict = {}
-    labels, versions, reviewers = {}, {}, {}
-    for sid, current, version_before, state in zip(ids, working, pulled, states, strict=True):
+    for _ in range(PULL_ATTEMPTS):
+        ids = _pull_images(store, client, ids, by_sample, report, emails)
+        if not ids:
+            break
+    else:
+        raise LabelStudioError(
+            f"pull: {len(ids)} images of '{store.name}' changed under every one of "
+            f"{PULL_ATTEMPTS} attempts; pull again"
+        )
+    log.info("pulled %d annotated images from Label Studio project %s", report.pulled, project_id)
+    return report
+
+
+#: How often an image that changed in the dataset while it was being pulled is pulled again.
+PULL_ATTEMPTS = 5
+
+
+def _pull_images(store, client, ids, by_sample, report: PullReport, emails: dict) -> list:
+    """Merge the annotations of the samples ``ids`` into their working labels: one write per
+    image (boxes, pulled version, reviewer and the ``reviewed`` tag together, so an interrupted
+    pull leaves each image pulled or not), made only if the image is still as it was read.
+    Returns the ids that changed under us."""
+    import fiftyone as fo
+
+    now = datetime.now(UTC).replace(tzinfo=None)
+    changes, expected, counted = {}, {}, {}
+    projection = {LABELS: 1, PULLED_FIELD: 1, STATE: 1, "tags": 1}
+    for doc in store.read_documents(ids, projection):
+        sid = str(doc["_id"])
         task, annotation = by_sample[sid]
-        version = annotation_version(task, annotation)
+        version, version_before = annotation_version(task, annotation), doc.get(PULLED_FIELD)
         if version_before == version:
             report.unchanged += 1
             continue
-        if version_before is not None or state == ImageState.REVIEWED.value:
+        if version_before is not None or doc.get(STATE) == ImageState.REVIEWED.value:
             report.conflicts.append(
                 f"{sid}: annotation changed in Label Studio after it was pulled or reviewed; "
                 "not written again"
             )
             continue
         reviewer = _annotator(client, annotation, emails)
+        current = fo.Detections.from_dict(doc[LABELS]) if doc.get(LABELS) else None
         boxes, counts = merge_annotation(current, annotation.get("result") or [], reviewer)
-        for key, value in counts.items():
-            setattr(report, key, getattr(report, key) + value)
-        labels[sid] = fo.Detections(detections=boxes)
-        versions[sid] = version
-        reviewers[sid] = reviewer
-    if labels:
-        store.dataset.set_values(LABELS, labels, key_field="id", validate=False)
-        store.dataset.set_values(PULLED_FIELD, versions, key_field="id")
-        store.dataset.set_values(REVIEWED_BY, reviewers, key_field="id")
-        store.dataset.select(list(labels)).tag_samples(REVIEWED_TAG)
-    report.pulled = len(labels)
-    log.info("pulled %d annotated images from Label Studio project %s", report.pulled, project_id)
-    return report
+        tags = list(doc.get("tags") or [])
+        changes[doc["_id"]] = {
+            LABELS: fo.Detections(detections=boxes).to_dict(),
+            PULLED_FIELD: version,
+            REVIEWED_BY: reviewer,
+            "tags": tags if REVIEWED_TAG in tags else [*tags, REVIEWED_TAG],
+            "last_modified_at": now,
+        }
+        expected[doc["_id"]] = {LABELS: doc.get(LABELS), PULLED_FIELD: version_before,
+                                STATE: doc.get(STATE), "tags": doc.get("tags")}
+        counted[doc["_id"]] = counts
+    changed = store.bulk_set(changes, expected=expected)
+    for oid, counts in counted.items():
+        if oid not in changed:
+            report.pulled += 1
+            for key, value in counts.items():
+                setattr(report, key, getattr(report, key) + value)
+    return changed
 
 
 def _annotator(client: LabelStudioClient, annotation: dict, cache: dict) -> str | None:

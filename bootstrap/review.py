@@ -12,6 +12,9 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from bson import ObjectId
+
+from bootstrap.documents import box_list_document
 from bootstrap.schema import (
     LABELS,
     PREDICTIONS,
@@ -40,13 +43,25 @@ class ReviewQueue:
     waiting: int  # needs_review images in all, queued or not
 
 
+def check_budget(budget: int | None) -> None:
+    """Raises ValueError naming ``budget`` unless it is None (no limit) or at least 1."""
+    if budget is not None and budget < 1:
+        raise ValueError(f"budget: at least 1 image per batch (or none for no limit), got {budget}")
+
+
 def build_review_queue(
     store: ImageStore, budget: int | None = None, audit_ids: tuple[str, ...] = ()
 ) -> ReviewQueue:
     """Save the ``budget`` highest-priority ``needs_review`` images as the saved view
     ``review-queue`` (a fixed list of samples, in priority order) and return it. ``audit_ids``
-    (the random audit, ``bootstrap.review_learning.mark_audit``) come first, within the budget."""
+    (the random audit, ``bootstrap.review_learning.mark_audit``) come first, within the budget.
+
+    Raises:
+        ValueError: a budget below 1.
+    """
     from fiftyone import ViewField as F
+
+    check_budget(budget)
 
     waiting = store.dataset.match(F(STATE) == ImageState.NEEDS_REVIEW.value)
     ranked = waiting.match_tags(REVIEWED_TAG, bool=False).sort_by(PRIORITY, reverse=True)
@@ -81,44 +96,79 @@ def apply_reviews(store: ImageStore, reviewer: str | None = None) -> dict[str, i
     mark the remaining boxes human-confirmed, set the state ``reviewed``.
 
     Idempotent: an image already applied, with no new ``reject`` tag, is not touched again.
+    Each image is one write (its boxes, state and reviewer together), made only if the image
+    is still as it was read: a triage, pull or second apply running at the same time neither
+    undoes it nor has it counted twice; an image that changed is read and applied again.
     Returns counts of images applied and boxes confirmed, rejected and drawn.
     """
-    import fiftyone as fo
     from fiftyone import ViewField as F
 
-    now = datetime.now(UTC).replace(tzinfo=None)
     has_reject = F(f"{LABELS}.detections").filter(F("tags").contains(REJECT_TAG)).length() > 0
     view = store.dataset.match_tags(REVIEWED_TAG).match(
         (F(STATE) != ImageState.REVIEWED.value) | has_reject
     )
-    ids, current, states, recorded = view.values(["id", LABELS, STATE, REVIEWED_BY])
-    # A reviewer a review backend recorded before apply (`review pull`: the annotator) is
-    # kept; ``reviewer`` names the rest.
-    reviewers = {
-        sid: who if who and state != ImageState.REVIEWED.value else reviewer
-        for sid, state, who in zip(ids, states, recorded, strict=True)
-    }
-    labels = {}
-    report = {"images": len(ids), "confirmed": 0, "rejected": 0, "drawn": 0}
-    for sid, working in zip(ids, current, strict=True):
+    ids = [ObjectId(i) for i in view.values("id")]
+    report = {"images": 0, "confirmed": 0, "rejected": 0, "drawn": 0}
+    for _ in range(APPLY_ATTEMPTS):
+        ids = _apply_images(store, ids, reviewer, report)
+        if not ids:
+            return report
+    raise RuntimeError(
+        f"review apply: {len(ids)} images of '{store.name}' changed under every one of "
+        f"{APPLY_ATTEMPTS} attempts; run it again"
+    )
+
+
+#: How often an image that changed while it was being applied is read and applied again.
+APPLY_ATTEMPTS = 5
+
+
+def _apply_images(store: ImageStore, ids: list, reviewer: str | None, report: dict) -> list:
+    """Apply the images ``ids`` (raw documents: one read, one conditional write each); adds
+    what was applied to ``report`` and returns the ids that changed under us."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    changes, expected, counted = {}, {}, {}
+    projection = {LABELS: 1, STATE: 1, REVIEWED_BY: 1, "tags": 1}
+    for doc in store.read_documents(ids, projection):
+        boxes = (doc.get(LABELS) or {}).get("detections") or []
+        state = doc.get(STATE)
+        rejects = any(REJECT_TAG in (box.get("tags") or []) for box in boxes)
+        if REVIEWED_TAG not in (doc.get("tags") or []) or (
+            state == ImageState.REVIEWED.value and not rejects
+        ):
+            continue  # untagged meanwhile, or applied by another run meanwhile
+        counts = {"confirmed": 0, "rejected": 0, "drawn": 0}
         kept = []
-        for box in working.detections if working is not None else []:
-            if REJECT_TAG in box.tags:
-                report["rejected"] += 1
+        for box in boxes:
+            if REJECT_TAG in (box.get("tags") or []):
+                counts["rejected"] += 1
                 continue
-            if getattr(box, "provenance", None) == Provenance.AUTO.value:
-                report["confirmed"] += 1
-            elif not getattr(box, "confirmed", False):
+            if box.get("provenance") == Provenance.AUTO.value:
+                counts["confirmed"] += 1
+            elif not box.get("confirmed"):
                 # Drawn by a person: with `provenance: human`, or with none (the App's Annotate
                 # tab; see store.is_human_decided).
-                report["drawn"] += 1
-            box.provenance = Provenance.HUMAN.value
-            box.confirmed = True
-            kept.append(box)
-        labels[sid] = fo.Detections(detections=kept)
-    if ids:
-        store.dataset.set_values(LABELS, labels, key_field="id", validate=False)
-        for field, value in ((STATE, ImageState.REVIEWED.value), (REVIEWED_AT, now)):
-            store.dataset.set_values(field, dict.fromkeys(ids, value), key_field="id")
-        store.dataset.set_values(REVIEWED_BY, reviewers, key_field="id")
-    return report
+                counts["drawn"] += 1
+            kept.append(box | {"provenance": Provenance.HUMAN.value, "confirmed": True})
+        # A reviewer a review backend recorded before apply (`review pull`: the annotator) is
+        # kept; ``reviewer`` names the rest.
+        recorded = doc.get(REVIEWED_BY)
+        changes[doc["_id"]] = {
+            LABELS: box_list_document(kept),
+            STATE: ImageState.REVIEWED.value,
+            REVIEWED_AT: now,
+            REVIEWED_BY: recorded if recorded and state != ImageState.REVIEWED.value else reviewer,
+            "last_modified_at": now,
+        }
+        expected[doc["_id"]] = {
+            LABELS: doc.get(LABELS), STATE: state, "tags": doc.get("tags"),
+            REVIEWED_BY: recorded,
+        }
+        counted[doc["_id"]] = counts
+    changed = store.bulk_set(changes, expected=expected)
+    for oid, counts in counted.items():
+        if oid not in changed:
+            report["images"] += 1
+            for key, value in counts.items():
+                report[key] += value
+    return changed

@@ -164,8 +164,9 @@ def targets_line(estimate: QualityEstimate, targets: tuple[float, float] = DEFAU
 def queue_batch(store: ImageStore, config, budget: int | None = None):
     """The next review batch: the random audit's images first (``config.review.audit``), then
     the highest-priority images waiting (``bootstrap.review.build_review_queue``)."""
-    from bootstrap.review import build_review_queue
+    from bootstrap.review import build_review_queue, check_budget
 
+    check_budget(budget)  # before the audit marks anything
     audit_ids = tuple(mark_audit(store, config.review.audit)) if config.review.audit else ()
     return build_review_queue(store, budget, audit_ids)
 

@@ -13,13 +13,20 @@ time) and reads bytes through ``open_image_bytes``.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from bootstrap.config import SourceConfig
+
+log = logging.getLogger(__name__)
+
+#: Called with ``(path, reason)`` for what discovery had to leave out: a folder it cannot list,
+#: a file it cannot stat (a symlink loop), a name the database cannot store.
+OnError = Callable[[str, str], None]
 
 
 class SourceError(ValueError):
@@ -35,12 +42,19 @@ class ImageFile:
     mtime_ns: int
 
 
-def iter_image_files(sources: Iterable[SourceConfig]) -> Iterator[ImageFile]:
+def iter_image_files(
+    sources: Iterable[SourceConfig], on_error: OnError | None = None
+) -> Iterator[ImageFile]:
     """Yield every image file of ``sources``, lazily, sorted by path within each source.
+
+    What cannot be walked or stored (a folder without read permission, a symlink loop, a file
+    name that is not UTF-8) is passed to ``on_error(path, reason)`` (default: logged) and the
+    walk goes on. Symlinked folders are not descended, so a symlink loop cannot trap it.
 
     Raises:
         SourceError: a source names a path that does not exist or an unsupported URL scheme.
     """
+    on_error = on_error or _log_error
     for source in sources:
         location = source.path if source.path is not None else source.glob
         assert location is not None  # guaranteed by SourceConfig
@@ -50,7 +64,15 @@ def iter_image_files(sources: Iterable[SourceConfig]) -> Iterator[ImageFile]:
                 f"source '{location}': scheme '{scheme}://' is not supported yet; "
                 "only local folders, files and globs are"
             )
-        yield from _walk_local(source)
+        yield from _walk_local(source, on_error)
+
+
+def source_root(source: SourceConfig) -> Path:
+    """The folder (or file) a source is walked from: its path, or a glob's fixed folder."""
+    if source.path is not None:
+        return Path(source.path).expanduser().resolve()
+    assert source.glob is not None
+    return _split_glob(source.glob)[0]
 
 
 def content_hash(uri: str) -> str:
@@ -64,15 +86,28 @@ def _scheme(location: str) -> str:
     return match.group(1).lower() if match else "file"
 
 
-def _walk_local(source: SourceConfig) -> Iterator[ImageFile]:
+def _log_error(path: str, reason: str) -> None:
+    log.warning("left out %s: %s", path, reason)
+
+
+def printable_path(path: str) -> str:
+    """``path`` with bytes that are not UTF-8 shown as ``\\xff`` escapes (as ``ls -b`` does)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _walk_local(source: SourceConfig, on_error: OnError) -> Iterator[ImageFile]:
     if source.path is not None:
         root = Path(source.path).expanduser().resolve()
         if root.is_file():
-            yield _image_file(root)
+            if root.name.startswith("."):  # as in a folder: hidden files are not registered
+                on_error(printable_path(str(root)), "hidden file (its name starts with '.'): "
+                         "not registered; rename it")
+            elif (image := _checked(_image_file(root), on_error)) is not None:
+                yield image
             return
         if not root.is_dir():
             raise SourceError(f"source path '{source.path}': no such file or folder")
-        yield from _walk_sorted(root, source.extensions, source.recursive, pattern=None)
+        yield from _walk_sorted(root, source.extensions, source.recursive, None, on_error)
     else:
         assert source.glob is not None
         root, rest = _split_glob(source.glob)
@@ -81,11 +116,15 @@ def _walk_local(source: SourceConfig) -> Iterator[ImageFile]:
         pattern = re.compile(_glob_to_regex(rest), re.IGNORECASE)
         # Descend only when the pattern can match below the fixed folder.
         recursive = "/" in rest or "**" in rest
-        yield from _walk_sorted(root, source.extensions, recursive, pattern=pattern)
+        yield from _walk_sorted(root, source.extensions, recursive, pattern, on_error)
 
 
 def _walk_sorted(
-    root: Path, extensions: tuple[str, ...], recursive: bool, pattern: re.Pattern[str] | None
+    root: Path,
+    extensions: tuple[str, ...],
+    recursive: bool,
+    pattern: re.Pattern[str] | None,
+    on_error: OnError,
 ) -> Iterator[ImageFile]:
     # os.walk would list the whole tree's order up front only per directory too, but sorts
     # nothing; scandir + sort gives the same order on every run and every file system.
@@ -95,7 +134,8 @@ def _walk_sorted(
         try:
             with os.scandir(folder) as entries:
                 listing = sorted(entries, key=lambda e: e.name)
-        except OSError:
+        except OSError as err:
+            on_error(printable_path(str(folder)), f"cannot list folder: {err.strerror or err}")
             continue
         subfolders = []
         for entry in listing:
@@ -110,11 +150,29 @@ def _walk_sorted(
                 continue
             try:
                 stat = entry.stat()
-            except OSError:
+            except OSError as err:  # a dangling link, a symlink loop
+                on_error(printable_path(str(path)), f"cannot read: {err.strerror or err}")
                 continue
-            yield ImageFile(uri=str(path), size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+            image = ImageFile(uri=str(path), size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+            if _checked(image, on_error) is not None:
+                yield image
         # Reversed so that the stack pops subfolders in sorted order (depth first).
         stack.extend(reversed(subfolders))
+
+
+def _checked(image: ImageFile, on_error: OnError) -> ImageFile | None:
+    """``image``, or None (reported) when its name cannot be stored: the database holds paths
+    as UTF-8 text, and a name with other bytes would fail the whole batch it is written in."""
+    try:
+        image.uri.encode("utf-8")
+    except UnicodeEncodeError:
+        on_error(
+            printable_path(image.uri),
+            "file name is not valid UTF-8 (the database stores paths as UTF-8 text); rename it, "
+            "e.g. with `convmv -f latin1 -t utf8`",
+        )
+        return None
+    return image
 
 
 def _image_file(path: Path) -> ImageFile:

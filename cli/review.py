@@ -23,7 +23,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-BudgetOpt = Annotated[int | None, typer.Option(help="At most N images in the batch.")]
+BudgetOpt = Annotated[int | None, typer.Option(min=1, help="At most N images in the batch.")]
 
 
 @app.command()

@@ -8,6 +8,7 @@ the dataset is the work queue.
 
 from __future__ import annotations
 
+from typing import Annotated
 from uuid import UUID
 
 from prefect import flow, get_run_logger, task
@@ -19,11 +20,13 @@ from prefect.artifacts import (
 from prefect.cache_policies import NONE
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
+from pydantic import Field
 
 from bootstrap import annotate as steps
 from bootstrap.config import DetectorOptions, PipelineConfig, load_pipeline_config
 from bootstrap.lease import DEFAULT_WAIT_SECONDS, hold_lease
 from bootstrap.reannotate import resolve_model_version
+from bootstrap.store import database_errors
 from flows import artifact_key
 from flows.runners import check_task_runner, dask_task_runner
 
@@ -106,10 +109,10 @@ def annotate(
     dataset: str | None = None,
     config_path: str | None = None,
     detector: DetectorOptions = DetectorOptions(),  # type: ignore[valid-type]
-    chunk_size: int | None = None,
-    max_chunks: int | None = None,
+    chunk_size: Annotated[int, Field(ge=1)] | None = None,
+    max_chunks: Annotated[int, Field(ge=1)] | None = None,
     task_runner: str = "local",
-    wait_seconds: float = DEFAULT_WAIT_SECONDS,
+    wait_seconds: Annotated[float, Field(ge=0)] = DEFAULT_WAIT_SECONDS,
     force: bool = False,
 ) -> dict:
     """Pre-annotate every new image of the sources into a FiftyOne dataset.
@@ -136,7 +139,10 @@ def annotate(
     run_id = str(flow_run.get_id() or "local")
     # One run per dataset at a time (bootstrap.lease): the second waits, then finds nothing new.
     key = f"annotate:{config.dataset}"
-    with hold_lease(key, run_id, wait_seconds=wait_seconds, force=force, logger=get_run_logger()):
+    # A lost database fails the run with a message naming it and what to do (UI and CLI).
+    with database_errors(), hold_lease(
+        key, run_id, wait_seconds=wait_seconds, force=force, logger=get_run_logger()
+    ):
         summary = steps.run_annotation(
             config, run_id=run_id, chunk_size=chunk_size, max_chunks=max_chunks, runner=runner,
         )

@@ -8,7 +8,7 @@ from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
 from bootstrap.config import PipelineConfig, load_pipeline_config
-from bootstrap.export import export_dataset, manifest_markdown
+from bootstrap.export import check_export_target, export_dataset, manifest_markdown
 from bootstrap.store import ImageStore
 from flows import artifact_key
 
@@ -43,6 +43,7 @@ def export(
     Returns the manifest.
     """
     config = load_pipeline_config(config_path, dataset=dataset)
+    check_export_target(out_dir, config.sources)  # a file, a folder of other files, the sources
     manifest = export_final_labels(config, out_dir, format, include, split, str(flow_run.get_id()))
     create_markdown_artifact(
         markdown=manifest_markdown(manifest, out_dir),

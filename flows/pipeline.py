@@ -7,9 +7,13 @@ Prefect UI, with its own artifacts) and, when ``export_dir`` is given, the ``exp
 
 from __future__ import annotations
 
-from prefect import flow
+from typing import Annotated
 
-from bootstrap.config import DetectorOptions
+from prefect import flow
+from pydantic import Field
+
+from bootstrap.config import DetectorOptions, load_pipeline_config
+from bootstrap.export import check_export_target
 from flows.annotate import annotate
 from flows.export import export
 from flows.review import review
@@ -22,8 +26,8 @@ def bootstrap(
     config_path: str | None = None,
     detector: DetectorOptions = DetectorOptions(),  # type: ignore[valid-type]
     task_runner: str = "local",
-    review_budget: int | None = 50,
-    review_timeout_hours: float = 24.0,
+    review_budget: Annotated[int, Field(ge=1)] | None = 50,
+    review_timeout_hours: Annotated[float, Field(gt=0)] = 24.0,
     export_dir: str | None = None,
     export_format: str = "yolo",
     export_split: str = "train=0.8,val=0.2",
@@ -42,6 +46,11 @@ def bootstrap(
         export_format: yolo or coco.
         export_split: split fractions, e.g. train=0.8,val=0.2.
     """
+    # Checked before any work: an export folder that is a file, holds other files, or lies in
+    # (or holds) a source folder.
+    if export_dir:
+        config = load_pipeline_config(config_path, dataset=dataset, sources=sources)
+        check_export_target(export_dir, config.sources)
     annotated = annotate(
         sources=sources, dataset=dataset, config_path=config_path, detector=detector,
         task_runner=task_runner,

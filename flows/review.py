@@ -9,11 +9,14 @@ saved view ``review-queue``).
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from prefect import flow, runtime, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
+from pydantic import Field
 
 from bootstrap.config import load_pipeline_config
 from bootstrap.review import ReviewQueue, apply_reviews, queue_markdown
@@ -40,6 +43,7 @@ class ReviewDone(RunInput):
 def triage_dataset(dataset: str, config_path: str | None) -> dict[str, int]:
     config = load_pipeline_config(config_path, dataset=dataset)
     store = ImageStore.open_existing(dataset)
+    config.triage.check_classes(store.dataset.default_classes)  # a misspelt class: before work
     return apply_triage(store, effective_triage(store, config.triage))
 
 
@@ -75,10 +79,10 @@ def apply_review_decisions(dataset: str, reviewer: str | None) -> dict[str, int]
 @flow(name="review", log_prints=True)
 def review(
     dataset: str,
-    budget: int | None = 50,
+    budget: Annotated[int, Field(ge=1)] | None = 50,
     config_path: str | None = None,
     retriage: bool = True,
-    timeout_hours: float = 24.0,
+    timeout_hours: Annotated[float, Field(gt=0)] = 24.0,
 ) -> dict:
     """Queue the next review batch, wait for the reviewer, apply their decisions, learn
     thresholds from them and publish the stopping rule (artifact ``review-result-<dataset>``).

@@ -101,3 +101,24 @@ def test_detector_options_are_the_config_fields_all_optional():
     # A dict (a flow run from the UI form) works like the model; None keeps the file's value.
     config = load_pipeline_config(None, dataset="d", detector={"tta": ["hflip"], "model": None})
     assert config.detector.tta == ("hflip",) and config.detector.model == "yolov8n.pt"
+
+
+@pytest.mark.parametrize(
+    ("per_class", "classes", "message"),
+    [
+        ({"persn": {"accept": 0.9}}, ("person", "car"),
+         r"triage.per_class: unknown class 'persn' \(did you mean 'person'\?\); the dataset's "
+         r"classes are person, car$"),
+        ({"zzz": {}}, tuple(f"c{i}" for i in range(20)),
+         r"unknown class 'zzz'; the dataset's classes are c0, .*, c11, … \(20 in all\)$"),
+        ({"car": {"accept": 0.9}}, ("person", "car"), None),
+        ({"anything": {}}, (), None),  # no class list yet: nothing to check against
+    ],
+)
+def test_per_class_names_only_classes_of_the_dataset(per_class, classes, message):
+    triage = validate_config({"dataset": "d", "triage": {"per_class": per_class}}).triage
+    if message is None:
+        triage.check_classes(classes)
+    else:
+        with pytest.raises(ConfigError, match=message):
+            triage.check_classes(classes)

@@ -84,3 +84,30 @@ def test_bad_sources_are_named(tmp_path, monkeypatch, source, message):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SourceError, match=message):
         list(iter_image_files([SourceConfig(**source)]))
+
+
+def test_what_cannot_be_walked_or_stored_is_reported_and_the_walk_goes_on(tmp_path):
+    _touch(tmp_path, "a.jpg", "sub/b.jpg")
+    with open(os.fsencode(str(tmp_path)) + b"/bad\xff.jpg", "wb") as handle:
+        handle.write(b"x")
+    (tmp_path / "loop").symlink_to(".", target_is_directory=True)
+    (tmp_path / "self.jpg").symlink_to("self.jpg")
+    left_out = []
+    found = list(iter_image_files([SourceConfig(path=str(tmp_path))],
+                                  on_error=lambda path, why: left_out.append((path, why))))
+    assert _names(found, tmp_path) == ["a.jpg", "sub/b.jpg"]  # the loop is not descended
+    assert left_out == [
+        (f"{tmp_path}/bad\\xff.jpg", "file name is not valid UTF-8 (the database stores paths "
+         "as UTF-8 text); rename it, e.g. with `convmv -f latin1 -t utf8`"),
+        (f"{tmp_path}/self.jpg", "cannot read: Too many levels of symbolic links"),
+    ]
+
+
+def test_a_hidden_file_named_as_the_source_is_reported(tmp_path):
+    _touch(tmp_path, ".x.jpg")
+    left_out = []
+    found = list(iter_image_files([SourceConfig(path=str(tmp_path / ".x.jpg"))],
+                                  on_error=lambda path, why: left_out.append((path, why))))
+    assert found == [] and left_out == [
+        (str(tmp_path / ".x.jpg"), "hidden file (its name starts with '.'): not registered; rename it")
+    ]
