@@ -176,7 +176,10 @@ class ClassThresholds(_Strict):
 class ScoreModel(_Strict):
     """Weights of the logistic model that turns a stored box into the probability that it is
     right (``bootstrap.triage.box_scores``): features are the logit of its confidence, the log
-    of its relative area, their product and the views' support. Fitted on labelled images
+    of its relative area, their product, the views' support, the logit of each view's own
+    confidence (``views``: weight per per-box score field such as ``score_base_large``) and how
+    much the box overlaps a higher-scored box of any class (``overlap``) and of its own class
+    (``overlap_same``; duplicates are rarely right). Fitted on labelled images
     (``bootstrap.learning.fit_score_model``); thresholds then apply to that probability."""
 
     bias: float = 0.0
@@ -185,6 +188,19 @@ class ScoreModel(_Strict):
     logit_x_log_area: float = 0.0
     model_support: float = 0.0
     tta_support: float = 0.0
+    overlap: float = 0.0
+    overlap_same: float = 0.0
+    views: dict[str, float] = {}
+
+    @field_validator("views")
+    @classmethod
+    def _known_view_scores(cls, value: dict[str, float]) -> dict[str, float]:
+        from bootstrap.schema import VIEW_SCORE_KEYS
+
+        unknown = sorted(set(value) - set(VIEW_SCORE_KEYS))
+        if unknown:
+            raise ValueError(f"unknown view scores {unknown}; known: {', '.join(VIEW_SCORE_KEYS)}")
+        return value
 
 
 class TriageConfig(_Strict):

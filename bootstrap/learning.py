@@ -21,7 +21,8 @@ import numpy as np
 from bootstrap.calibrate import calibrate_class
 from bootstrap.config import ScoreModel, TriageConfig, validate_config
 from bootstrap.evaluation.costs import CostModel
-from bootstrap.triage import box_scores, thresholds
+from bootstrap.schema import VIEW_SCORE_KEYS
+from bootstrap.triage import SCORE_FEATURES, box_scores, score_features, thresholds
 
 #: Evidence boxes the prior thresholds are worth.
 PRIOR_BOXES = 150.0
@@ -85,7 +86,7 @@ def evidence_of(items: Sequence, config: TriageConfig) -> list[tuple[str, float,
     evidence = []
     for item in items:
         boxes = item.proposals
-        scores = box_scores(config, boxes.confidence, relative_xywh(boxes), boxes.extras)
+        scores = box_scores(config, boxes.confidence, relative_xywh(boxes), boxes.extras, list(boxes.label))
         evidence += [(str(label), float(score), bool(hit))
                      for label, score, hit in zip(boxes.label, scores, item.true_positive, strict=True)]
     return evidence
@@ -102,28 +103,36 @@ def recalibrate(prior: TriageConfig, reviewed_items: Sequence, **kwargs) -> Tria
     return learn_thresholds(prior, evidence_of(reviewed_items, prior), **kwargs)[0]
 
 
-def fit_score_model(
-    confidences: np.ndarray, boxes_xywh: np.ndarray, support: dict[str, np.ndarray], hits: np.ndarray,
-    l2: float = 1.0,
-) -> ScoreModel:
-    """Logistic regression (Newton's method, L2 ``l2``) of ``hits`` on the features of
-    ``bootstrap.triage.box_scores``. A few dozen lines of numpy rather than scikit-learn: six
-    weights, and no new dependency for the library."""
-    ones = np.ones(len(confidences))
-    clipped = np.clip(np.asarray(confidences, dtype=np.float64), 1e-3, 1 - 1e-3)
-    logit = np.log(clipped / (1 - clipped))
-    xywh = np.asarray(boxes_xywh, dtype=np.float64).reshape(-1, 4)
-    log_area = np.log(xywh[:, 2] * xywh[:, 3] + 1e-4)
-    names = ("logit", "log_area", "model_support", "tta_support", "logit_x_log_area", "bias")
-    features = np.column_stack([
-        logit, log_area, support.get("model_support", ones), support.get("tta_support", ones),
-        logit * log_area, ones,
-    ])
-    y = np.asarray(hits, dtype=np.float64)
+def fit_score_model(images: Iterable, l2: float = 1.0) -> ScoreModel:
+    """Logistic regression (Newton's method, L2 ``l2``) of whether each box was right on the
+    features of ``bootstrap.triage.score_features``.
+
+    Args:
+        images: per image ``(labels, confidences, relative xywh boxes, support, hits)``, support
+            being the per-box extras stored with fused proposals (``schema.BOX_EXTRAS``). A view
+            score enters the model when every image with boxes has it.
+
+    A few dozen lines of numpy rather than scikit-learn: a dozen weights, and no new dependency
+    for the library.
+    """
+    images = [image for image in images if len(image[1])]
+    view_keys = tuple(
+        key for key in VIEW_SCORE_KEYS
+        if images and all((support or {}).get(key) is not None for _, _, _, support, _ in images)
+    )
+    features = np.concatenate([
+        score_features(confidences, xywh, support, list(labels), view_keys)
+        for labels, confidences, xywh, support, _ in images
+    ]) if images else np.zeros((0, len(SCORE_FEATURES)))
+    y = np.concatenate([np.asarray(hits, dtype=np.float64) for *_, hits in images]) if images else np.zeros(0)
     weights = np.zeros(features.shape[1])
+    penalty = l2 * np.eye(len(weights))
+    penalty[0, 0] = 0.0  # the bias is not shrunk
     for _ in range(25):
         p = 1.0 / (1.0 + np.exp(-np.clip(features @ weights, -30, 30)))
-        gradient = features.T @ (p - y) + l2 * weights
-        hessian = (features * (p * (1 - p))[:, None]).T @ features + l2 * np.eye(len(weights))
+        gradient = features.T @ (p - y) + penalty @ weights
+        hessian = (features * (p * (1 - p))[:, None]).T @ features + penalty + 1e-9 * np.eye(len(weights))
         weights -= np.linalg.solve(hessian, gradient)
-    return ScoreModel(**{name: round(float(w), 4) for name, w in zip(names, weights, strict=True)})
+    fitted = {name: round(float(w), 4) for name, w in zip(SCORE_FEATURES, weights, strict=False)}
+    views = {key: round(float(w), 4) for key, w in zip(view_keys, weights[len(SCORE_FEATURES):], strict=True)}
+    return ScoreModel(**fitted, views=views)

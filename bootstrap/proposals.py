@@ -28,7 +28,7 @@ import numpy as np
 
 from bootstrap.boxes import mirror_xyxy, pairwise_iou, xyxy_to_xywh
 from bootstrap.detections import Detections, Detector
-from bootstrap.schema import MODEL_SUPPORT, TTA_SUPPORT
+from bootstrap.schema import MODEL_SUPPORT, TTA_SUPPORT, view_score_key
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,9 @@ class View:
     # (relative width, height): a larger box is not held against them (neither in the fused
     # score nor in the support). None: the whole image.
     window: tuple[float, float] | None = None
+    # What version of the image the view saw (schema.VIEW_KINDS): names the per-box field with
+    # this view's confidence (schema.view_score_key), which the score model can weigh.
+    kind: str = "plain"
 
     def covers(self, xyxy: np.ndarray) -> bool:
         if self.window is None:
@@ -72,7 +75,9 @@ def fuse_views(
         class_names: the class list ``class_id`` of the result indexes.
     Returns:
         Fused boxes, best first, with ``tta_support`` (when the first model has more than one
-        view) and ``model_support`` (when there are two families) extras.
+        view) and ``model_support`` (when there are two families) extras, and with more than one
+        view the confidence each view gave the box (0 where it did not find it), e.g.
+        ``score_base_large`` (``schema.view_score_key``).
     """
     if not views:
         raise ValueError("fuse_views needs at least one view")
@@ -124,6 +129,14 @@ def fuse_views(
             [len({views[v].family for v in c["views"]}) / len(families) for c in clusters],
             dtype=np.float32,
         )
+    if len(views) > 1:
+        # Which view found a box, and how sure it was, says more than their mean: one model's
+        # or one size's confidence is worth more on some boxes (fitted in the score model).
+        for v, view in enumerate(views):
+            key = view_score_key(view.family, view.kind)
+            scores = np.array([c["views"][v][0] if v in c["views"] else 0.0 for c in clusters],
+                              dtype=np.float32)
+            extras[key] = np.maximum(extras[key], scores) if key in extras else scores
     labels = np.array([c["label"] for c in clusters], dtype=object)
     return Detections(
         xyxy=np.array([c["xyxy"] for c in clusters], dtype=np.float32).reshape(-1, 4),
@@ -145,7 +158,9 @@ class ViewRun:
 
     ``kind``: ``plain`` (the image itself; the detector may run at another size), ``hflip``
     (the mirrored image, boxes mapped back) or ``tiles`` (a ``bootstrap.tiles.TiledDetector``:
-    only boxes that fit in a window, so larger boxes are not held against it).
+    only boxes that fit in a window, so larger boxes are not held against it). ``view`` is the
+    config's name of the view (``schema.VIEW_KINDS``: ``plain``, ``large``, ...), which names
+    its per-box score.
     """
 
     family: str
@@ -153,6 +168,7 @@ class ViewRun:
     detector: Detector
     kind: str = "plain"
     window: tuple[float, float] | None = None
+    view: str = "plain"
 
 
 class FusedDetector:
@@ -186,7 +202,8 @@ class FusedDetector:
                 found.append(run.detector.predict(images))
         return [
             fuse_views(
-                [View(run.family, boxes[i], run.window) for run, boxes in zip(self._runs, found, strict=True)],
+                [View(run.family, boxes[i], run.window, run.view)
+                 for run, boxes in zip(self._runs, found, strict=True)],
                 self.class_names, self._iou,
             )
             for i in range(len(images))
@@ -216,15 +233,18 @@ def fused_detector(config, load) -> FusedDetector:
         runs.append(ViewRun(family, plain.name, plain))
         for view in config.tta:
             if view == "hflip":
-                runs.append(ViewRun(family, f"{plain.name}:hflip", plain, "hflip"))
+                runs.append(ViewRun(family, f"{plain.name}:hflip", plain, "hflip", view="hflip"))
             elif view == "upscale":
                 runs.append(ViewRun(family, f"{plain.name}:upscale",
-                                    load(config.single_view(model=model, image_size=config.upscaled_size))))
+                                    load(config.single_view(model=model, image_size=config.upscaled_size)),
+                                    view="upscale"))
             elif view == "large":
                 runs.append(ViewRun(family, f"{plain.name}:large",
-                                    load(config.single_view(model=model, image_size=config.large_size))))
+                                    load(config.single_view(model=model, image_size=config.large_size)),
+                                    view="large"))
             elif view == "tiles":
-                runs.append(ViewRun(family, f"{plain.name}:tiles", TiledDetector(plain), "tiles", WINDOW))
+                runs.append(ViewRun(family, f"{plain.name}:tiles", TiledDetector(plain), "tiles", WINDOW,
+                                    view="tiles"))
     if len(runs) == 1:
         return runs[0].detector
     # e.g. yolov8n.pt+large+yolo26n.pt: the views, then the second model (which gets them too)

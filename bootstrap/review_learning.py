@@ -23,13 +23,12 @@ from bootstrap.config import TriageConfig, validate_config
 from bootstrap.evaluation.holdout import match_boxes
 from bootstrap.learning import PRIOR_BOXES, learn_thresholds
 from bootstrap.schema import (
+    BOX_EXTRAS,
     CONTENT_HASH,
     LABELS,
-    MODEL_SUPPORT,
     PREDICTIONS,
     REJECT_TAG,
     STATE,
-    TTA_SUPPORT,
     ImageState,
 )
 from bootstrap.stopping import DEFAULT_TARGETS, ImageRecord, QualityEstimate, estimate_quality
@@ -76,11 +75,12 @@ def _scores(config: TriageConfig, boxes) -> np.ndarray:
     """The scores triage routes these stored boxes on (``box_scores``)."""
     support = {
         key: np.array([b[key] for b in boxes], dtype=np.float64)
-        for key in (TTA_SUPPORT, MODEL_SUPPORT)
+        for key in BOX_EXTRAS
         if boxes and all(b.has_field(key) and b[key] is not None for b in boxes)
     }
     xywh = np.array([b.bounding_box for b in boxes], dtype=np.float64).reshape(-1, 4)
-    return box_scores(config, np.array([b.confidence or 0.0 for b in boxes]), xywh, support)
+    return box_scores(config, np.array([b.confidence or 0.0 for b in boxes]), xywh, support,
+                      [b.label for b in boxes])
 
 
 def learn_from_reviews(

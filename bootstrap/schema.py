@@ -51,6 +51,21 @@ REJECT_TAG = "reject"
 TTA_SUPPORT = "tta_support"
 MODEL_SUPPORT = "model_support"
 
+#: Model families and view kinds of fused proposals (``bootstrap.proposals``).
+FAMILIES = ("base", "second")
+VIEW_KINDS = ("plain", "hflip", "upscale", "large", "tiles")
+
+
+def view_score_key(family: str, kind: str) -> str:
+    """The per-box field holding the confidence one view gave a fused box (0: not found), e.g.
+    ``score_base`` (the first model on the image itself) or ``score_second_large``."""
+    return f"score_{family}" + ("" if kind == "plain" else f"_{kind}")
+
+
+VIEW_SCORE_KEYS = tuple(view_score_key(f, k) for f in FAMILIES for k in VIEW_KINDS)
+#: Every per-box number stored with fused proposals: what triage's score model may read.
+BOX_EXTRAS = (TTA_SUPPORT, MODEL_SUPPORT, *VIEW_SCORE_KEYS)
+
 #: Triage's doubt signals, one float field per image (``bootstrap.triage``): the disagreement
 #: signals map to the per-box support they are computed from.
 DISAGREEMENT_SIGNALS = {"tta_disagreement": TTA_SUPPORT, "model_disagreement": MODEL_SUPPORT}

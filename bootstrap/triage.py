@@ -49,6 +49,7 @@ from bootstrap.boxes import pairwise_iou
 from bootstrap.config import TriageConfig
 from bootstrap.documents import box_list_document, detection_document
 from bootstrap.schema import (
+    BOX_EXTRAS,
     DISAGREEMENT_SIGNALS,
     LABELS,
     MODEL_SUPPORT,
@@ -115,31 +116,72 @@ def class_confusion(
     return int(np.triu((iou >= iou_threshold) & differs, k=1).sum())
 
 
+#: The score model's features besides the per-view scores, in ``ScoreModel``'s field names.
+SCORE_FEATURES = (
+    "bias", "logit", "log_area", "logit_x_log_area", MODEL_SUPPORT, TTA_SUPPORT, "overlap", "overlap_same",
+)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    clipped = np.clip(np.asarray(p, dtype=np.float64), 1e-3, 1 - 1e-3)
+    return np.log(clipped / (1 - clipped))
+
+
+def score_features(
+    confidences: np.ndarray,
+    boxes_xywh: np.ndarray,
+    support: Mapping[str, np.ndarray | None] | None = None,
+    labels: list[str] | None = None,
+    view_keys: tuple[str, ...] = (),
+) -> np.ndarray:
+    """(N, len(SCORE_FEATURES) + len(view_keys)) features of one image's boxes for the score
+    model. A box without a support share counts as fully supported, and one without a view's
+    score as that view agreeing with its fused confidence (datasets annotated before views
+    recorded their scores, or a missing second model). Without ``labels`` every box counts as
+    one class for ``overlap_same``."""
+    confidences = np.asarray(confidences, dtype=np.float64)
+    n = len(confidences)
+    logit = _logit(confidences)
+    xywh = np.asarray(boxes_xywh, dtype=np.float64).reshape(-1, 4)
+    log_area = np.log(xywh[:, 2] * xywh[:, 3] + 1e-4)
+
+    def given(key: str) -> np.ndarray | None:
+        values = (support or {}).get(key)
+        return None if values is None or len(values) != n else np.asarray(values, dtype=np.float64)
+
+    overlap = overlap_same = np.zeros(n)
+    if n > 1:
+        iou = pairwise_iou(xywh, xywh)
+        higher = confidences[None, :] > confidences[:, None]  # [i, j]: box j scores above box i
+        overlap = np.where(higher, iou, 0.0).max(axis=1)
+        names = np.asarray(labels if labels is not None else [""] * n, dtype=object)
+        overlap_same = np.where(higher & (names[:, None] == names[None, :]), iou, 0.0).max(axis=1)
+    ones = np.ones(n)
+    columns = [ones, logit, log_area, logit * log_area,
+               s if (s := given(MODEL_SUPPORT)) is not None else ones,
+               s if (s := given(TTA_SUPPORT)) is not None else ones,
+               overlap, overlap_same]
+    columns += [_logit(s) if (s := given(key)) is not None else logit for key in view_keys]
+    return np.column_stack(columns) if n else np.zeros((0, len(columns)))
+
+
 def box_scores(
     config: TriageConfig,
     confidences: np.ndarray,
     boxes_xywh: np.ndarray,
     support: Mapping[str, np.ndarray | None] | None = None,
+    labels: list[str] | None = None,
 ) -> np.ndarray:
     """The score triage routes on: the stored confidence, or with ``config.score_model`` the
-    probability that the box is right (a logistic model of its confidence, relative size and
-    the views' support; a box without support counts as fully supported)."""
+    probability that the box is right (a logistic model of ``score_features``: its confidence,
+    relative size, the views' support and own scores, its overlap with higher-scored boxes)."""
     confidences = np.asarray(confidences, dtype=np.float64)
     model = config.score_model
     if model is None or not len(confidences):
         return confidences
-    clipped = np.clip(confidences, 1e-3, 1 - 1e-3)
-    logit = np.log(clipped / (1 - clipped))
-    xywh = np.asarray(boxes_xywh, dtype=np.float64).reshape(-1, 4)
-    log_area = np.log(xywh[:, 2] * xywh[:, 3] + 1e-4)
-
-    def share(key: str) -> np.ndarray:
-        values = (support or {}).get(key)
-        return np.ones(len(confidences)) if values is None else np.asarray(values, dtype=np.float64)
-
-    z = (model.bias + model.logit * logit + model.log_area * log_area
-         + model.logit_x_log_area * logit * log_area
-         + model.model_support * share(MODEL_SUPPORT) + model.tta_support * share(TTA_SUPPORT))
+    keys = tuple(model.views)
+    weights = np.array([getattr(model, name) for name in SCORE_FEATURES] + [model.views[k] for k in keys])
+    z = score_features(confidences, boxes_xywh, support, labels, keys) @ weights
     return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
 
 
@@ -159,7 +201,7 @@ def triage_image(
         support: per-box view agreement stored with fused proposals (``tta_support``,
             ``model_support``: the share of views that found each box; ``bootstrap.proposals``).
     """
-    confidences = box_scores(config, confidences, boxes_xywh, support)
+    confidences = box_scores(config, confidences, boxes_xywh, support, labels)
     routes = route_boxes(labels, confidences, config)
     route_array = np.array([r.value for r in routes], dtype=object)
     kept = route_array != Route.REJECT.value
@@ -249,7 +291,7 @@ TRIAGE_ATTEMPTS = 5
 def _triage_chunk(store, config, ids, states, counts) -> list:
     """Triage the images ``ids`` still in ``states``; add their new states to ``counts`` and
     return the ids that changed under us (to be triaged again)."""
-    support_keys = list(DISAGREEMENT_SIGNALS.values())  # per-box view support, when fused
+    support_keys = list(BOX_EXTRAS)  # per-box view support and scores, when fused
     box_fields = ("_id", "label", "confidence", "bounding_box", *support_keys)
     projection = {
         PREDICTION_MODEL: 1, PREDICTION_RUN: 1, LABELS: 1, STATE: 1,
@@ -283,7 +325,7 @@ def _triage_chunk(store, config, ids, states, counts) -> list:
                 prediction_id=str(box["_id"]),
                 model=doc.get(PREDICTION_MODEL),
                 run=doc.get(PREDICTION_RUN),
-                **{key: box[key] for key in support},
+                **{key: box[key] for key in support if key in DISAGREEMENT_SIGNALS.values()},
             )
             for box, route in zip(boxes, outcome.routes, strict=True)
             if route != Route.REJECT

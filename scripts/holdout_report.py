@@ -20,6 +20,7 @@ import numpy as np
 from bootstrap.evaluation.holdout import (
     DEFAULT_GRID,
     Policy,
+    assign_folds,
     cross_validate,
     fit_calibrated,
     fit_grid,
@@ -36,10 +37,11 @@ from bootstrap.tiles import WINDOW
 V8, V26, V8L, V26L = "yolov8n.pt@640", "yolo26n.pt@640", "yolov8n.pt@1280", "yolo26n.pt@1280"
 T8, T26 = "yolov8n.pt@640+tiles2", "yolo26n.pt@640+tiles2"
 FAMILY = {V8: "base", V8L: "base", T8: "base", V26: "second", V26L: "second", T26: "second"}
+KIND = {V8: "plain", V26: "plain", V8L: "large", V26L: "large", T8: "tiles", T26: "tiles"}
 
 
 def views_policy(name: str, views: tuple[str, ...], **changes) -> Policy:
-    return Policy(name, views, tuple(FAMILY[v] for v in views),
+    return Policy(name, views, tuple(FAMILY[v] for v in views), tuple(KIND[v] for v in views),
                   windows={v: WINDOW for v in views if "tiles" in v}, **changes)
 
 
@@ -87,6 +89,8 @@ def main() -> None:
     parser.add_argument("dataset", help="folder with images/, labels/ and data.yaml")
     parser.add_argument("--cache", default=".cache/views")
     parser.add_argument("--folds", type=int, default=4)
+    parser.add_argument("--partitions", type=int, default=0,
+                        help="also measure every policy on this many other fold partitions (mean)")
     parser.add_argument("--json")
     args = parser.parse_args()
     logging.disable(logging.WARNING)  # calibration warns per class and fold
@@ -108,16 +112,26 @@ def main() -> None:
         print(f"| {' + '.join(combo)} | {cost:.2f} | {found} ({found / truth:.1%}) |")
 
     print(f"\n## Policies, held out ({args.folds} folds: fitted on {args.folds - 1}, measured on the one left)\n")
-    print("| policy | default | human time vs scratch | precision | recall | opened | shown | drawn | per fold |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    other = f" | mean of {args.partitions} other partitions: time, P, R" if args.partitions else ""
+    print(f"| policy | default | human time vs scratch | precision | recall | opened | shown | drawn | per fold{other} |")
+    print("|---|---|---|---|---|---|---|---|---|" + ("---|" if args.partitions else ""))
     default_cv = None
+    keys = [c.key for c in cases]
     for what, policy, is_default in policies():
         cv = cross_validate(cases, policy, args.folds)
         pooled = cv.pooled
         folds = ", ".join(f"{f.cost_fraction:.1%}" for f in cv.folds)
+        partitions = [
+            cross_validate(cases, policy, args.folds, folds=assign_folds(keys, args.folds, salt=str(n))).pooled
+            for n in range(args.partitions)
+        ]
+        mean = (f" | {np.mean([p.cost_fraction for p in partitions]):.1%}, "
+                f"{np.mean([p.precision for p in partitions]):.3f}, {np.mean([p.recall for p in partitions]):.3f}"
+                if partitions else "")
         print(f"| {what} | {'yes' if is_default else ''} | {pooled.cost_fraction:.1%} | {pooled.precision:.3f} | "
-              f"{pooled.recall:.3f} | {pooled.opened} | {pooled.shown} | {pooled.drawn} | {folds} |", flush=True)
+              f"{pooled.recall:.3f} | {pooled.opened} | {pooled.shown} | {pooled.drawn} | {folds}{mean} |", flush=True)
         out["policies"].append({"policy": what, "default": is_default, **cv.to_dict(),
+                                "partitions": [p.to_dict() for p in partitions],
                                 "fitted": [t.model_dump(mode="json") for t in cv.fitted]})
         if policy.name == "default":
             default_cv, default_policy = cv, policy
@@ -135,6 +149,9 @@ def main() -> None:
     optimistic = in_sample(cases, default_policy)
     print(f"\nIn-sample (fitted and measured on all {len(cases)} images, optimistic): "
           f"{optimistic.cost_fraction:.1%}, P {optimistic.precision:.3f}, R {optimistic.recall:.3f}.")
+    fitted = default_policy.fit([propose(c, default_policy) for c in cases])
+    print("\nFitted on all images (configs/default.yaml's triage):\n")
+    print(json.dumps(fitted.model_dump(mode="json", include={"accept", "reject", "review_at", "score_model"})))
     out["in_sample_default"] = optimistic.to_dict()
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o)))

@@ -103,13 +103,14 @@ def view_seconds(cache_dir: str | Path) -> dict[str, float]:
     return {v.name: v.seconds_per_image for v in map(load_view, sorted(Path(cache_dir).glob("*.npz")))}
 
 
-def assign_folds(keys: Sequence[str], k: int) -> dict[str, int]:
+def assign_folds(keys: Sequence[str], k: int, salt: str = "") -> dict[str, int]:
     """Fold of each image: images sorted by a hash of their content hash, dealt round-robin, so
     folds are balanced (sizes differ by at most one), fixed for given images, and unrelated to
-    file names or order."""
+    file names or order. Another ``salt`` gives another partition (to see how much a figure
+    owes to one particular split)."""
     if k < 2:
         raise ValueError(f"need at least 2 folds, got {k}")
-    order = sorted(keys, key=lambda key: hashlib.sha256(key.encode()).hexdigest())
+    order = sorted(keys, key=lambda key: hashlib.sha256((salt + key).encode()).hexdigest())
     return {key: rank % k for rank, key in enumerate(order)}
 
 
@@ -161,7 +162,9 @@ class Policy:
 
     Attributes:
         views: cached view names fused into proposals, the first model's views first;
-            ``families`` gives each its family (``base`` or ``second``).
+            ``families`` gives each its family (``base`` or ``second``), ``kinds`` its kind
+            (``plain``, ``large``, ``tiles``, ...: ``schema.VIEW_KINDS``; default plain), which
+            name the per-view scores of the fused boxes as in the pipeline.
         triage: thresholds and signals; ``fit`` may replace them from the training folds.
         fit: thresholds from the training folds' proposals and ground truth (None: ``triage``).
         batch: images per review batch (None: the whole queue at once).
@@ -178,6 +181,7 @@ class Policy:
     name: str
     views: tuple[str, ...]
     families: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
     fusion_iou: float = 0.55
     triage: TriageConfig = TriageConfig()
     fit: ThresholdFit | None = None
@@ -192,6 +196,9 @@ class Policy:
 
     def view_families(self) -> tuple[str, ...]:
         return self.families or tuple(BASE_FAMILY for _ in self.views)
+
+    def view_kinds(self) -> tuple[str, ...]:
+        return self.kinds or tuple("plain" for _ in self.views)
 
 
 @dataclass(frozen=True)
@@ -216,7 +223,8 @@ def propose(case: ImageCase, policy: Policy) -> Proposed:
     if len(policy.views) == 1:
         fused = case.views[policy.views[0]]
     else:
-        views = [View(f, case.views[v], policy.windows.get(v)) for v, f in zip(policy.views, families, strict=True)]
+        views = [View(f, case.views[v], policy.windows.get(v), kind)
+                 for v, f, kind in zip(policy.views, families, policy.view_kinds(), strict=True)]
         names = sorted({str(label) for v in views for label in v.detections.model_label})
         fused = fuse_views(views, names, policy.fusion_iou)
     hit, _ = match_boxes(fused.xyxy, list(fused.label), fused.confidence, case.truth_xyxy, list(case.truth_labels))
@@ -449,7 +457,7 @@ def cases_from_store(store, ground_truth: str | Path, ontology=None) -> list[Ima
 
     from bootstrap.evaluation.ground_truth import load_ground_truth
     from bootstrap.ontology import Ontology
-    from bootstrap.schema import CONTENT_HASH, DISAGREEMENT_SIGNALS, PREDICTIONS, STATE
+    from bootstrap.schema import BOX_EXTRAS, CONTENT_HASH, PREDICTIONS, STATE
 
     ontology = ontology or Ontology(None)
     truth = load_ground_truth(Path(ground_truth))
@@ -466,7 +474,7 @@ def cases_from_store(store, ground_truth: str | Path, ontology=None) -> list[Ima
         labels = np.array([b.label for b in boxes], dtype=object)
         extras = {
             k: np.array([b[k] for b in boxes], dtype=np.float32)
-            for k in DISAGREEMENT_SIGNALS.values()
+            for k in BOX_EXTRAS
             if boxes and all(b.get_field(k) is not None if b.has_field(k) else False for b in boxes)
         }
         detections = Detections(
@@ -578,13 +586,10 @@ def fit_scores_and_thresholds(
         return fit_grid(scored, targets, margin)(train)
 
     def score_model_of(train):
-        keys = ("model_support", "tta_support")
-        boxes = [item.proposals for item in train if len(item.proposals)]
-        ones = [np.ones(len(b)) for b in boxes]
-        support = {k: np.concatenate([b.extras.get(k, o) for b, o in zip(boxes, ones, strict=True)]) for k in keys}
         return fit_score_model(
-            np.concatenate([b.confidence for b in boxes]), np.concatenate([relative_xywh(b) for b in boxes]),
-            support, np.concatenate([item.true_positive for item in train if len(item.proposals)]),
+            (list(item.proposals.label), item.proposals.confidence, relative_xywh(item.proposals),
+             item.proposals.extras, item.true_positive)
+            for item in train
         )
 
     return fit

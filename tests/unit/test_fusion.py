@@ -79,3 +79,21 @@ def test_two_boxes_of_one_view_never_merge():
 def test_mirror_maps_boxes_back():
     flipped = mirror(_dets(("car", 0.9, 10, 20, 50, 60)))
     assert flipped.xyxy[0].tolist() == [150, 20, 190, 60]
+
+
+def test_each_view_records_the_score_it_gave_a_fused_box_and_zero_where_it_missed():
+    fused = fuse_views(
+        [View(BASE_FAMILY, _dets(("car", 0.9, 10, 10, 50, 50), ("dog", 0.4, 100, 10, 150, 60))),
+         View(BASE_FAMILY, _dets(("car", 0.7, 12, 10, 52, 50)), kind="large"),
+         View(SECOND_FAMILY, _dets(("dog", 0.8, 101, 11, 150, 60)))],
+        NAMES,
+    )
+    car, dog = (list(fused.label).index(name) for name in ("car", "dog"))
+    assert fused.extras["score_base"][[car, dog]] == pytest.approx([0.9, 0.4])
+    assert fused.extras["score_base_large"][[car, dog]] == pytest.approx([0.7, 0.0])
+    assert fused.extras["score_second"][[car, dog]] == pytest.approx([0.0, 0.8])
+
+
+def test_a_single_view_records_no_view_scores():
+    fused = fuse_views([View(BASE_FAMILY, _dets(("car", 0.9, 10, 10, 50, 50)))], NAMES)
+    assert not any(key.startswith("score_") for key in fused.extras)

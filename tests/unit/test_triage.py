@@ -125,3 +125,36 @@ def test_score_model_routes_on_probability_and_identity_weights_change_nothing()
     outcome = triage_image(["car"] * 3, np.array([0.5, 0.5, 0.5]), xywh,
                            agreed.model_copy(update={"accept": 0.45, "reject": 0.2}), support)
     assert outcome.routes == (Route.ACCEPT, Route.REVIEW, Route.REJECT)
+
+
+def test_score_features_measure_overlap_with_higher_scored_boxes_and_fall_back_for_missing_views():
+    from bootstrap.triage import SCORE_FEATURES, score_features
+
+    xywh = np.array([[0.1, 0.1, 0.2, 0.2], [0.1, 0.1, 0.2, 0.2], [0.6, 0.6, 0.1, 0.1]])
+    confidences = np.array([0.9, 0.5, 0.3])
+    features = score_features(confidences, xywh, {"score_base": np.array([0.9, 0.0, 0.3])},
+                              ["car", "truck", "car"], ("score_base", "score_second"))
+    column = {name: i for i, name in enumerate(SCORE_FEATURES + ("score_base", "score_second"))}
+    # The truck box lies on the surer car box: overlap 1 with any class, 0 with its own.
+    assert features[:, column["overlap"]] == pytest.approx([0.0, 1.0, 0.0])
+    assert features[:, column["overlap_same"]] == pytest.approx([0.0, 0.0, 0.0])
+    # A view that did not find a box gives the floor's logit; a view with no scores stored
+    # counts as agreeing with the fused confidence.
+    assert features[1, column["score_base"]] == pytest.approx(np.log(1e-3 / (1 - 1e-3)))
+    assert features[:, column["score_second"]] == pytest.approx(features[:, column["logit"]])
+
+
+def test_a_fitted_score_model_learns_that_duplicates_are_wrong():
+    from bootstrap.learning import fit_score_model
+
+    rng = np.random.default_rng(0)
+    images = []
+    for _ in range(60):
+        # One right box and a lower-scored duplicate of it (wrong), plus a right box elsewhere.
+        xywh = np.array([[0.1, 0.1, 0.3, 0.3], [0.11, 0.1, 0.3, 0.3], [0.6, 0.6, 0.2, 0.2]])
+        confidences = np.array([0.8, 0.6, 0.4]) + rng.uniform(-0.05, 0.05, 3)
+        images.append((["car"] * 3, confidences, xywh, {}, np.array([True, False, True])))
+    model = fit_score_model(images)
+    assert model.overlap_same + model.overlap < -1.0
+    scored = box_scores(TriageConfig(score_model=model), images[0][1], images[0][2], None, ["car"] * 3)
+    assert scored[1] < 0.5 < scored[2]
