@@ -57,6 +57,7 @@ from bootstrap.schema import (
     PREDICTION_RUN,
     PREDICTIONS,
     PRIORITY,
+    REVIEWED_TAG,
     SIGNALS,
     STATE,
     TRIAGE_INPUT_STATES,
@@ -252,7 +253,8 @@ def apply_triage(
     """(Re)route a dataset's stored predictions into ``labels``, states, signals, priorities.
 
     No inference: this reads ``predictions`` only, so new thresholds are cheap to try.
-    Reviewed, failed and pending images are left alone, and on every other image the boxes
+    Reviewed, failed and pending images are left alone, and so are images tagged ``reviewed``
+    but not applied yet (a person finished them); on every other image the boxes
     a human decided are kept as they are (``store.merge_working_labels``).
     ``states`` limits which images are (re)triaged (``annotate`` passes only ``predicted``);
     it never admits reviewed, failed or pending images.
@@ -294,13 +296,17 @@ def _triage_chunk(store, config, ids, states, counts) -> list:
     support_keys = list(BOX_EXTRAS)  # per-box view support and scores, when fused
     box_fields = ("_id", "label", "confidence", "bounding_box", *support_keys)
     projection = {
-        PREDICTION_MODEL: 1, PREDICTION_RUN: 1, LABELS: 1, STATE: 1,
+        PREDICTION_MODEL: 1, PREDICTION_RUN: 1, LABELS: 1, STATE: 1, "tags": 1,
         **{f"{PREDICTIONS}.detections.{f}": 1 for f in box_fields},
     }
     now = datetime.now(UTC).replace(tzinfo=None)
     changes, expected, outcomes = {}, {}, {}
     for doc in store.read_documents(ids, projection):
         if doc.get(STATE) not in states:  # reviewed (or else) since the ids were listed
+            continue
+        if REVIEWED_TAG in (doc.get("tags") or []):
+            # A person finished this image (the App's or Label Studio's `reviewed` tag) and
+            # `review apply` will make what they saw final: new boxes must not slip in unseen.
             continue
         boxes = (doc.get(PREDICTIONS) or {}).get("detections") or []
         support = {

@@ -310,9 +310,11 @@ def main() -> None:
     except BaseException as error:  # noqa: BLE001 - sorted below, the rest re-raised
         # Inside a flow run Prefect turns SIGTERM into its own TerminationSignal.
         signum = getattr(error, "signum", getattr(error, "signal", None))
-        if _received and not isinstance(error, SystemExit | Interrupted):
-            # The signal's exception was swallowed by a broad `except` (an import in progress)
-            # and surfaced as another error: it is still the interruption.
+        failed = not isinstance(error, SystemExit) or error.code not in (0, None)
+        if _received and failed and not isinstance(error, Interrupted):
+            # The signal's exception was swallowed by a broad `except` (an import in progress:
+            # seen as a half-imported mongoengine) and surfaced as another error, or as a
+            # command's own exit 1 after it: it is still the interruption.
             signum = _received[0]
         if signum or isinstance(error, Interrupted) or type(error).__name__ == "TerminationSignal":
             name = signal.Signals(signum).name if signum else "a signal"

@@ -77,3 +77,20 @@ def prefect_server(tmp_path_factory):
         pytest.fail(str(error))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def prefect_homes(tmp_path_factory):
+    """Prefect homes reused by a module's commands (one command at a time each): the ephemeral
+    API's database is migrated once per home, not once per command."""
+    return tmp_path_factory.mktemp("prefect-homes")
+
+
+@pytest.fixture
+def commands():
+    """Commands (``tests.integration.processes.Command``) a test starts; whatever is left of
+    them is killed after it."""
+    started: list = []
+    yield started
+    for command in started:
+        command.kill_group()

@@ -181,9 +181,10 @@ def test_review_in_the_app_then_apply(app_on_queue, dataset_name, page, shots):
     _wait_until(lambda: "reviewed" in _sample_tags(store, first),
                 "the App did not save the sample tag")
 
-    # A re-triage before apply keeps the person's box; apply makes both decisions final.
+    # A re-triage before apply (the default config: other thresholds than the queue's) leaves
+    # the finished image exactly as the person saw it; apply makes both decisions final.
     _bootstrap("triage", dataset_name)
-    assert drawn_id in _working_boxes(store, first)
+    assert set(_working_boxes(store, first)) == set(before) | {drawn_id}
     applied = _bootstrap("review", "apply", dataset_name, "--reviewer", "ana").stdout
     kept = len(before) - 1
     assert (f"applied 1 reviewed images: {kept} boxes confirmed, 1 rejected, 1 drawn by hand"

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import COCO
-from tests.integration.processes import Command
 
 
 @pytest.fixture
@@ -26,21 +25,6 @@ def photo_folder(tmp_path, coco_images):
         return folder
 
     return make
-
-
-@pytest.fixture(scope="module")
-def prefect_homes(tmp_path_factory):
-    """Prefect homes reused by a module's commands (one command at a time each)."""
-    return tmp_path_factory.mktemp("prefect-homes")
-
-
-@pytest.fixture
-def commands():
-    """Commands a test starts; whatever is left of them is killed after it."""
-    started: list[Command] = []
-    yield started
-    for command in started:
-        command.kill_group()
 
 
 def last_line(text: str) -> str:

@@ -43,21 +43,6 @@ def photos(tmp_path, coco_images):
     return folder
 
 
-@pytest.fixture(scope="module")
-def prefect_homes(tmp_path_factory):
-    """Prefect homes reused across these tests (one command at a time each): the ephemeral
-    API's database is migrated once per home, not once per command."""
-    return tmp_path_factory.mktemp("prefect-homes")
-
-
-@pytest.fixture
-def commands():
-    started: list[Command] = []
-    yield started
-    for command in started:
-        command.kill_group()
-
-
 def test_a_run_killed_mid_chunk_does_not_hold_up_the_next(
     tmp_path, prefect_homes, photos, dataset_name, commands
 ):

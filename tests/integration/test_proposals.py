@@ -6,7 +6,7 @@ import pytest
 from bootstrap.config import DetectorConfig
 from bootstrap.decode import decode_image
 from bootstrap.detectors import load_detector
-from bootstrap.schema import MODEL_SUPPORT, TTA_SUPPORT
+from bootstrap.schema import MODEL_SUPPORT, TTA_SUPPORT, view_score_key
 from tests.helpers import PLAIN_CONFIG, needs_model
 
 
@@ -17,8 +17,12 @@ def test_hflip_and_second_model_on_real_photos(coco_images):
     fused_detector = load_detector(DetectorConfig(min_confidence=0.05, tta=("hflip",), second_model="yolo26n.pt"))
     assert fused_detector.name == "yolov8n.pt+hflip+yolo26n.pt"
     fused = fused_detector.predict(images)
+    views = [view_score_key(f, k) for f in ("base", "second") for k in ("plain", "hflip")]
     for one, many in zip(plain, fused, strict=True):
-        assert set(many.extras) == {TTA_SUPPORT, MODEL_SUPPORT}
+        # the support shares, and each view's own confidence (0: that view did not find the box)
+        assert set(many.extras) == {TTA_SUPPORT, MODEL_SUPPORT, *views}
+        found_by = sum(many.extras[v] > 0 for v in views)
+        assert (found_by >= 1).all() and (many.extras["score_base"] <= 1).all()
         confident = many.confidence >= 0.7
         # What all three views agree on is found with full support; the best plain boxes survive.
         assert (many.extras[TTA_SUPPORT][confident] == 1.0).all()
@@ -64,6 +68,7 @@ def test_the_large_view_runs_for_each_model(coco_images):
                                             image_size=320))
     assert detector.name == "yolov8n.pt+large+yolo26n.pt"
     found = detector.predict([decode_image(coco_images[0]).pixels])[0]
-    assert set(found.extras) == {TTA_SUPPORT, MODEL_SUPPORT}
+    views = {view_score_key(f, k) for f in ("base", "second") for k in ("plain", "large")}
+    assert set(found.extras) == {TTA_SUPPORT, MODEL_SUPPORT, *views}
     # the share of the first model's two views (0: only the second model found it)
     assert set(np.unique(found.extras[TTA_SUPPORT])) <= {0.0, 0.5, 1.0}

@@ -113,6 +113,23 @@ def test_box_drawn_without_provenance_survives_retriage_and_counts_as_drawn(anno
     assert final[drawn_id].provenance == "human" and final[drawn_id].confirmed
 
 
+def test_retriage_leaves_an_image_tagged_reviewed_as_the_person_saw_it(annotated):
+    """Tagged ``reviewed`` but not applied yet: looser thresholds must not add boxes that
+    ``review apply`` would then count as confirmed by a person who never saw them."""
+    store, config = annotated
+    sample = store.dataset[build_review_queue(store, budget=1).sample_ids[0]]
+    seen = [d.id for d in sample.labels.detections]
+    sample.tags.append("reviewed")
+    sample.save()
+    other = store.dataset.match(F("_id") != sample._id).values("labels.detections.id")
+
+    apply_triage(store, TriageConfig(accept=0.3, reject=0.06))
+    assert [d.id for d in store.dataset[sample.id].labels.detections] == seen
+    # the same re-triage does add boxes on the images nobody has finished
+    assert store.dataset.match(F("_id") != sample._id).values("labels.detections.id") != other
+    assert apply_reviews(store, reviewer="tester")["confirmed"] == len(seen)
+
+
 def test_rerun_retriage_and_new_model_never_change_human_boxes(annotated, image_folder, coco_images):
     store, config = annotated
     queue = build_review_queue(store)
