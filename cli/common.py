@@ -22,6 +22,16 @@ DatasetArg = Annotated[str, typer.Argument(help="Dataset name.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
+def column_table(title: str, columns: tuple[str, ...]):
+    """A rich table titled ``title`` with these column headers (rows added by the caller)."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    return table
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print ``error: message`` on stderr and exit with ``code`` (2: bad usage or input)."""
     err.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)

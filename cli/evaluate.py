@@ -14,6 +14,7 @@ from cli.common import (
     ConfigOpt,
     DatasetArg,
     JsonOpt,
+    column_table,
     err,
     fail,
     open_existing,
@@ -113,9 +114,10 @@ def _simulate_loop(store, dataset, ground_truth, thresholds, config, folds, batc
     if as_json:
         print(json.dumps(result))
         return
-    table = Table(title=f"simulated review loop of {dataset}")
-    for column in ("fold", "images", "opened", "shown", "drawn", "human time", "precision", "recall"):
-        table.add_column(column)
+    table = column_table(
+        f"simulated review loop of {dataset}",
+        ("fold", "images", "opened", "shown", "drawn", "human time", "precision", "recall"),
+    )
     for name, row in [*((str(i), f) for i, f in enumerate(result["folds"])), ("all", result["pooled"])]:
         table.add_row(name, *(str(row[k]) for k in ("images", "opened", "shown", "drawn")),
                       f"{100 * row['cost_fraction']:.1f}%", f"{row['precision']:.3f}", f"{row['recall']:.3f}")
@@ -167,9 +169,10 @@ def evaluate(
         f"(TP {s['tp']}, FP {s['fp']}, FN {s['fn']})",
         soft_wrap=True,
     )
-    table = Table(title="by confidence band")
-    for column in ("band", "boxes", "TP", "FP", "precision"):
-        table.add_column(column)
+    table = column_table(
+        "by confidence band",
+        ("band", "boxes", "TP", "FP", "precision"),
+    )
     for b in result["bands"]:
         table.add_row(b["band"], str(b["boxes"]), str(b["tp"]), str(b["fp"]), _number(b["precision"]))
     out.print(table)
@@ -224,9 +227,10 @@ def calibrate(
     if as_json:
         print(json.dumps(result.to_dict()))
         return
-    table = Table(title=f"calibration of {dataset} for precision {target_precision} ({result.source})")
-    for column in ("class", "boxes", "true", "accept", "reject", "precision", "auto recall", "review", "note"):
-        table.add_column(column)
+    table = column_table(
+        f"calibration of {dataset} for precision {target_precision} ({result.source})",
+        ("class", "boxes", "true", "accept", "reject", "precision", "auto recall", "review", "note"),
+    )
     for c in result.classes:
         table.add_row(
             c.label, str(c.boxes), str(c.true_boxes), f"{c.accept:.3f}", f"{c.reject:.3f}",

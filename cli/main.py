@@ -29,6 +29,7 @@ from cli.common import (
     ConfigOpt,
     DatasetArg,
     JsonOpt,
+    column_table,
     database_or_exit,
     err,
     fail,
@@ -226,9 +227,10 @@ def export(
     if as_json:
         print(json.dumps(manifest))
         return
-    table = Table(title=f"export of {dataset} ({format}) -> {out_dir}", show_header=True)
-    for column in ("split", "images", "background", "boxes", "auto", "human"):
-        table.add_column(column)
+    table = column_table(
+        f"export of {dataset} ({format}) -> {out_dir}",
+        ("split", "images", "background", "boxes", "auto", "human"),
+    )
     for name, c in [*manifest["splits"].items(), ("all", manifest["counts"])]:
         table.add_row(name, *(str(c.get(k, 0)) for k in (
             "images", "background_images", "boxes", "boxes_auto", "boxes_human")))

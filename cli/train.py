@@ -14,7 +14,6 @@ from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from bootstrap import progress
 from bootstrap.config import TrainOptions
@@ -23,6 +22,7 @@ from cli.common import (
     ConfigOpt,
     DatasetArg,
     JsonOpt,
+    column_table,
     database_or_exit,
     err,
     fail,
@@ -147,9 +147,10 @@ def models(
     if as_json:
         print(json.dumps(versions))
         return
-    table = Table(title=f"model versions of {dataset} ({registry.root})")
-    for column in ("version", "current", "created", "base", "train/val images", "mAP50-95", "current then", "promoted"):
-        table.add_column(column)
+    table = column_table(
+        f"model versions of {dataset} ({registry.root})",
+        ("version", "current", "created", "base", "train/val images", "mAP50-95", "current then", "promoted"),
+    )
     for v in versions:
         base = (v["base_metrics"] or {}).get("map50_95")
         table.add_row(
