@@ -107,12 +107,12 @@ def weights_digest(weights: Path) -> str:
 
 def export_key(weights: Path, runtime: str, image_size: int, batch: int) -> ExportKey:
     """The key of the export of ``weights`` for ``runtime`` at ``image_size`` and ``batch``."""
-    import ultralytics
+    from importlib.metadata import version  # not `import ultralytics`: that imports torch
 
     if runtime not in _FORMATS:
         raise ValueError(f"no export for runtime '{runtime}'; exported runtimes: {', '.join(_FORMATS)}")
     return ExportKey(weights.stem, weights_digest(weights), runtime, image_size, batch,
-                     ultralytics.__version__)
+                     version("ultralytics"))
 
 
 def exports_folder(weights: Path) -> Path:
