@@ -37,7 +37,10 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "coco128-train" / "images"
+sys.path.insert(0, str(ROOT))  # run as a script: import this checkout's bootstrap
+# The shared images; BOOTSTRAP_SHARED for a checkout elsewhere (a worktree), as the tests.
+SHARED = Path(os.environ.get("BOOTSTRAP_SHARED") or ROOT.parent / "shared")
+DEFAULT_IMAGES = SHARED / "data" / "coco128-train" / "images"
 RUNTIMES = ("torch", "openvino", "onnx")
 
 
