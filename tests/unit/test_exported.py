@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from bootstrap.config import ConfigError, validate_config
+from bootstrap.config import ConfigError, DetectorOptions, load_pipeline_config, validate_config
 from bootstrap.exported import EXPORTS_ENV, choose_runtime, export_key, exports_folder
 
 
@@ -29,6 +29,14 @@ def test_unknown_runtime_is_refused_with_the_choices():
         choose_runtime("tensorrt", "cpu")
     with pytest.raises(ConfigError, match="detector.runtime: Input should be 'auto', 'torch'"):
         validate_config({"dataset": "d", "detector": {"runtime": "tensorrt"}})
+
+
+def test_runtime_reaches_the_config_from_flow_parameters_and_files():
+    assert load_pipeline_config().detector.runtime == "auto"  # configs/default.yaml
+    config = load_pipeline_config(detector=DetectorOptions(runtime="onnx"))
+    assert config.detector.runtime == "onnx"
+    # Each view is a copy of the config: it keeps the runtime (bootstrap.proposals).
+    assert config.detector.single_view(image_size=1280).runtime == "onnx"
 
 
 def test_key_changes_with_the_weights_bytes_not_their_name(tmp_path):
