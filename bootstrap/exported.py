@@ -2,7 +2,8 @@
 
 On a CPU, the same network runs several times faster through OpenVINO or ONNX Runtime than
 through PyTorch (docs/benchmarks.md), with the same boxes within small tolerances
-(tests/integration/test_exported.py). Ultralytics' own exporter makes the export and Ultralytics
+(tests/integration/test_exported.py; the one difference, the padding of same-shaped batches, is
+in the README's "Runtimes"). Ultralytics' own exporter makes the export and Ultralytics
 loads it (``YOLO(path, task="detect")``), so pre- and post-processing stay Ultralytics'.
 
 An export is made once per *key*: the weights' content hash, the runtime, the input size and the

@@ -110,7 +110,7 @@ class UltralyticsDetector:
 
     def _load_export(self, weights: str):
         """The export of ``weights`` for ``self.runtime``, made once and cached; None (with a
-        warning) when it cannot be made or loaded: PyTorch gives the same boxes, slower."""
+        warning) when it cannot be made or loaded: PyTorch runs the same weights, slower."""
         config = self._config
         try:
             path = exported_model(weights, self.runtime, config.image_size,
