@@ -7,6 +7,7 @@ there, Ultralytics downloads it as usual (which needs internet).
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Sequence
@@ -16,6 +17,14 @@ import numpy as np
 
 from bootstrap.config import DetectorConfig
 from bootstrap.detections import Detections, DetectorError
+from bootstrap.exported import (
+    choose_runtime,
+    export_batch,
+    exported_model,
+    quiet_ultralytics,
+)
+
+log = logging.getLogger(__name__)
 
 MODELS_ENV = "BOOTSTRAP_MODELS"
 
@@ -45,31 +54,78 @@ def resolve_weights(model: str) -> str:
     return model
 
 
+def resolve_device(device: str) -> str:
+    """The device ``detector.device`` means here: ``auto`` is the first GPU when PyTorch sees
+    one, else the CPU."""
+    if device != "auto":
+        return device
+    import torch  # heavy: only when a model is loaded
+
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
 class UltralyticsDetector:
-    """YOLO models through ``ultralytics.YOLO.predict``, batched, at a low confidence floor."""
+    """YOLO models through ``ultralytics.YOLO.predict``, batched, at a low confidence floor,
+    run by PyTorch or by an export of the weights (``detector.runtime``: bootstrap.exported)."""
 
     def __init__(self, config: DetectorConfig):
         weights = resolve_weights(config.model)
         # Ultralytics pip-installs missing optional packages at run time unless told not to; a
         # pipeline must not change its own environment mid-run (and offline that hangs).
         os.environ.setdefault("YOLO_AUTOINSTALL", "false")
-        try:
-            from ultralytics import YOLO  # heavy (torch): imported only when a model is loaded
-
-            self._model = YOLO(weights)
-        except Exception as err:  # noqa: BLE001 - ultralytics raises many types for one cause
-            raise DetectorError(
-                f"detector.model: cannot load '{config.model}' ({err}). Without network the "
-                f"weights must be local: set {MODELS_ENV} to a folder holding '{Path(weights).name}' "
-                f"or give a path"
-            ) from err
         self._config = config
-        self._device = None if config.device == "auto" else config.device
+        self._device = resolve_device(config.device)
+        self.runtime = choose_runtime(config.runtime, self._device)
+        if self.runtime == "openvino" and self._device != "cpu":
+            log.warning("detector.runtime openvino runs on the CPU, not %s", self._device)
+            self._device = "cpu"
+        self._model = None
+        if self.runtime != "torch":
+            if not Path(weights).is_file():  # a name Ultralytics downloads: export the download
+                weights = str(getattr(self._load(weights), "ckpt_path", None) or weights)
+            self._model = self._load_export(weights)
+        if self._model is None:
+            self.runtime = "torch"
+            self._model = self._load(weights)
+        # Half precision where it is fast and supported: PyTorch on a GPU (Ultralytics keeps
+        # the CPU in float32 whatever is asked).
+        self._half = self.runtime == "torch" and self._device.startswith("cuda")
         # One model object is not safe to call from two threads at once (its predictor
         # keeps per-call state); Dask or Prefect thread runners may share this instance.
         self._lock = threading.Lock()
         self.name = Path(config.model).name
         self.class_names = tuple(self._model.names[i] for i in sorted(self._model.names))
+
+    def _load(self, weights: str, task: str | None = None):
+        try:
+            from ultralytics import YOLO  # heavy (torch): imported only when a model is loaded
+
+            return YOLO(weights, task=task)
+        except Exception as err:  # noqa: BLE001 - ultralytics raises many types for one cause
+            raise DetectorError(
+                f"detector.model: cannot load '{self._config.model}' ({err}). Without network the "
+                f"weights must be local: set {MODELS_ENV} to a folder holding '{Path(weights).name}' "
+                f"or give a path"
+            ) from err
+
+    def _load_export(self, weights: str):
+        """The export of ``weights`` for ``self.runtime``, made once and cached; None (with a
+        warning) when it cannot be made or loaded: PyTorch runs the same weights, slower."""
+        config = self._config
+        try:
+            path = exported_model(weights, self.runtime, config.image_size,
+                                  export_batch(self.runtime, config.batch_size))
+            with quiet_ultralytics():
+                model = self._load(str(path), task="detect")
+                # Load the runtime now (not at the first batch) so that a broken export falls
+                # back here, and its start-up is outside the first batch's time.
+                model.predict(np.zeros((config.image_size, config.image_size, 3), np.uint8),
+                              imgsz=config.image_size, device=self._device, verbose=False)
+            return model
+        except Exception as err:  # noqa: BLE001 - any failure falls back (see docstring)
+            log.warning("detector.runtime %s: %s; running %s with PyTorch instead", self.runtime,
+                        err, config.model)
+            return None
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Detections]:
         if not images:
@@ -85,5 +141,7 @@ class UltralyticsDetector:
                 device=self._device,
                 batch=self._config.batch_size,
                 verbose=False,
+                # Ultralytics warns that `half` is deprecated whenever it is given, even False.
+                **({"half": True} if self._half else {}),
             )
         return [Detections.from_ultralytics(result) for result in results]

@@ -26,6 +26,8 @@ def test_flag_values_are_validated_as_config_fields(tmp_path):
     assert "multiple of 32" in result.output
     result = runner.invoke(app, ["annotate", str(tmp_path), "--tta", "hflip", "--tta", "zoom"])
     assert result.exit_code == 2 and "detector.tta.1" in result.output
+    result = runner.invoke(app, ["annotate", str(tmp_path), "--runtime", "tensorrt"], env=WIDE)
+    assert result.exit_code == 2 and "detector.runtime: " in result.output
 
 
 def test_bad_config_fails_before_any_work(tmp_path):
