@@ -14,6 +14,7 @@ content hash keeps every image stored once.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -31,6 +32,7 @@ from bootstrap.decode import DecodedImage, ImageDecodeError, decode_image
 from bootstrap.detections import Detector
 from bootstrap.detectors import load_detector
 from bootstrap.ontology import Ontology
+from bootstrap.proposals import input_side
 from bootstrap.schema import LABELS, ImageState
 from bootstrap.sources import content_hash, iter_image_files
 from bootstrap.store import ImageResult, ImageStore, NewImage, PendingImage
@@ -152,20 +154,25 @@ def detect_images(
     ontology: Ontology,
     batch_size: int,
     decode_workers: int = 2,
+    max_side: int | None = None,
 ) -> Iterator[ImageResult]:
     """Decode ``images`` ahead of the detector in a thread pool and yield one result each.
 
     Decoding runs up to two batches ahead, so the model does not wait for files; a file
     that cannot be decoded yields a result with its failure reason and the rest go on.
+    ``max_side`` (``proposals.input_side``): large JPEGs are decoded reduced to no less than
+    that; their boxes are mapped back onto the image in the file.
     """
+    decode = functools.partial(_decode_or_failure, max_side=max_side)
     with ThreadPoolExecutor(max_workers=decode_workers, thread_name_prefix="decode") as pool:
-        decoded = _prefetch(pool, _decode_or_failure, images, ahead=2 * batch_size)
+        decoded = _prefetch(pool, decode, images, ahead=2 * batch_size)
         for batch in _batched(decoded, batch_size):
             usable = [(img, out) for img, out in batch if isinstance(out, DecodedImage)]
             predictions = iter(detector.predict([out.pixels for _, out in usable]))
             for image, outcome in batch:
                 if isinstance(outcome, DecodedImage):
-                    yield ImageResult(image.sample_id, image.uri, ontology.apply(next(predictions)))
+                    found = next(predictions).on_image(outcome.scale, outcome.image_wh)
+                    yield ImageResult(image.sample_id, image.uri, ontology.apply(found))
                 elif isinstance(outcome, NewImage):
                     yield ImageResult(image.sample_id, image.uri, None, failure=REQUEUED,
                                       requeue=outcome)
@@ -199,7 +206,8 @@ def annotate_chunk(config: PipelineConfig, run_id: str, sample_ids: Sequence[str
     ontology = Ontology(config.ontology, detector.class_names)
     report = BatchReport(images=len(pending))
     results = []
-    for result in detect_images(pending, detector, ontology, config.detector.batch_size):
+    for result in detect_images(pending, detector, ontology, config.detector.batch_size,
+                                max_side=input_side(config.detector)):
         results.append(result)
         if result.failure:
             report.failed.append((result.uri, result.failure))
@@ -326,11 +334,13 @@ def run_annotation(
 REQUEUED = "the file changed after it was registered (rewritten in place): re-queued with its new content for the next run"
 
 
-def _decode_or_failure(image: PendingImage) -> tuple[PendingImage, DecodedImage | NewImage | str]:
+def _decode_or_failure(
+    image: PendingImage, max_side: int | None = None
+) -> tuple[PendingImage, DecodedImage | NewImage | str]:
     """The decoded image, or why not: a reason, or (its bytes are no longer those discovery
     hashed) what is in the file now, to re-queue it."""
     try:
-        decoded = decode_image(image.uri)
+        decoded = decode_image(image.uri, max_side)
     except ImageDecodeError as err:
         return image, err.reason
     if image.content_hash is None:

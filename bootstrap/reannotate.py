@@ -156,6 +156,7 @@ def reannotate(config: PipelineConfig, model: str = "current", run_id: str | Non
     from bootstrap.annotate import detect_images
     from bootstrap.detectors import load_detector
     from bootstrap.ontology import Ontology
+    from bootstrap.proposals import input_side
     from bootstrap.review_learning import effective_triage
     from bootstrap.store import ImageStore
     from bootstrap.triage import apply_triage
@@ -181,7 +182,8 @@ def reannotate(config: PipelineConfig, model: str = "current", run_id: str | Non
         for start in range(0, len(images), REANNOTATE_CHUNK):
             chunk = images[start:start + REANNOTATE_CHUNK]
             results = []
-            for result in detect_images(chunk, detector, ontology, config.detector.batch_size):
+            for result in detect_images(chunk, detector, ontology, config.detector.batch_size,
+                                        max_side=input_side(config.detector)):
                 results.append(result)
                 if result.failure:
                     report.failed.append((result.uri, result.failure))
