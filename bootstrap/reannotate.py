@@ -192,7 +192,7 @@ def reannotate(config: PipelineConfig, model: str = "current", run_id: str | Non
             touched = _touched_meanwhile(store, [r.sample_id for r in results])
             results = [r for r in results if r.sample_id not in touched]
             report.skipped_human += len(touched)
-            report.boxes += store.record_results(results, model=detector.name, run_id=run_id)
+            report.boxes += store.record_results(results, model=detector.name, run_id=run_id).boxes
             report.images += len(results)
     report.routed = apply_triage(store, effective_triage(store, config.triage),
                                  states=(ImageState.PREDICTED.value,))

@@ -70,11 +70,11 @@ def test_record_results_writes_predictions_and_failures(dataset_name):
         class_id=np.array([2]), model_label=np.array(["car"], object),
         label=np.array(["vehicle"], object), image_wh=(100, 200),
     )
-    boxes = store.record_results(
+    recorded = store.record_results(
         [ImageResult(ok.sample_id, ok.uri, dets), ImageResult(bad.sample_id, bad.uri, None, "truncated")],
         model="yolov8n.pt", run_id="run-1",
     )
-    assert boxes == 1
+    assert recorded.boxes == 1 and recorded.states == {"predicted": 1, "failed": 1}
     sample = store.dataset[ok.sample_id]
     box = sample.predictions.detections[0]
     assert box.label == "vehicle" and box.model_label == "car"
