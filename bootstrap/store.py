@@ -1,8 +1,9 @@
 """The FiftyOne dataset that holds a pipeline's images, predictions, working labels and states:
 database input and output only (field names: ``bootstrap.schema``).
 
-Writes are bulk: one unordered write per chunk of images, never one per sample; raw documents
-are built by ``bootstrap.documents``. The rule that human labels are never overwritten is
+Writes are bulk: one unordered write per chunk of images, never one per sample, and one
+update per image after detection (predictions and triage together); raw documents are built by
+``bootstrap.documents``. The rule that human labels are never overwritten is
 enforced here, in one place (``merge_working_labels``).
 """
 

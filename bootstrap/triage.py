@@ -33,8 +33,10 @@ Priority (higher is reviewed first) adds up the expected corrections on the imag
 ``sum over review boxes of 1 - |2c - 1|`` (1 for a coin-flip box, 0 near 0 or 1)
 ``+ likely_misses + class_confusion + tta_disagreement + model_disagreement``.
 
-``apply_triage`` runs all of that over a stored dataset (the one function here that touches the
-database, through ``ImageStore``'s bulk reads and writes).
+``triage_fields`` is all of that for one stored image (what ``annotate`` writes together with
+the image's predictions, ``ImageStore.record_results``); ``apply_triage`` runs it over a stored
+dataset (the one function here that touches the database, through ``ImageStore``'s bulk reads
+and writes).
 """
 
 from __future__ import annotations

@@ -301,7 +301,8 @@ def main() -> None:
         print(f"{r['images']:>8}{r['annotate_seconds']:>12.1f}"
               f"{r['images'] / r['annotate_seconds']:>10.0f}"
               f"{_rate(steps.get('add_pending')):>10.0f}{_rate(steps.get('record_results')):>10.0f}"
-              f"{_rate(steps.get('apply_triage')):>10.0f}{per_image:>14.2f}{r['peak_rss_mib']:>14.0f}"
+              f"{f'{_rate(triage):.0f}' if (triage := steps.get('apply_triage')) and triage['items'] else '-':>10}"
+              f"{per_image:>14.2f}{r['peak_rss_mib']:>14.0f}"
               f"{r['rerun_seconds']:>9.2f}")
     smallest, largest = results[0], results[-1]
     growth = largest["peak_rss_mib"] / smallest["peak_rss_mib"]
