@@ -93,10 +93,15 @@ class StandInDetector:
     def __init__(self, config):
         self.name = config.model
         self.class_names = STANDIN_CLASSES
+        # Optional stand-in inference time, spent as a real model spends it: without the GIL
+        # (torch and OpenVINO release it), so other threads (decoding, the writer) can run.
+        self.seconds_per_image = float(os.environ.get("BENCH_INFERENCE_MS", "0")) / 1000
 
     def predict(self, images: Sequence[np.ndarray]):
         from bootstrap.detections import Detections
 
+        if self.seconds_per_image:
+            time.sleep(self.seconds_per_image * len(images))
         out = []
         for image in images:
             height, width = image.shape[:2]
@@ -252,6 +257,9 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="write a cProfile of each first run to <cache>/profile-<size>.txt")
     parser.add_argument("--json", action="store_true", help="also print each size's raw figures")
+    parser.add_argument("--inference-ms", type=float, default=0.0,
+                        help="stand-in inference time per image, spent without the GIL as a "
+                             "real model does (default 0: the pipeline's own cost only)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -268,6 +276,7 @@ def main() -> None:
         print("BENCH " + json.dumps(run_size(corpus, args.child, args.batch_size, profile)))
         return
 
+    os.environ["BENCH_INFERENCE_MS"] = str(args.inference_ms)  # read by the children's stand-in
     args.cache.mkdir(parents=True, exist_ok=True)
     for stale in args.cache.glob(".corpus-*"):  # left by an interrupted generation
         shutil.rmtree(stale, ignore_errors=True)
@@ -287,8 +296,8 @@ def main() -> None:
         if args.json:
             print(json.dumps(results[-1]))
 
-    print(f"\nScale: stand-in detector, 64x64 JPEGs, batch {args.batch_size}, "
-          f"cpu threads {os.cpu_count()}")
+    print(f"\nScale: stand-in detector ({args.inference_ms:g} ms inference per image), 64x64 "
+          f"JPEGs, batch {args.batch_size}, cpu threads {os.cpu_count()}")
     # record/s: ImageStore.record_results, which stores predictions and their triage in one
     # write per image; triage/s: the final apply_triage over images left `predicted` (none).
     header = (f"{'images':>8}{'annotate s':>12}{'images/s':>10}{'insert/s':>10}"
