@@ -287,8 +287,8 @@ def check_setup(config: PipelineConfig) -> None:
 
 
 def triage_new_images(config: PipelineConfig) -> dict[str, int]:
-    """Triage images left ``predicted`` (chunks are triaged as they are stored; this covers
-    images predicted by an older version, or by ``reannotate``); returns images per state."""
+    """Triage images left ``predicted`` (chunks are triaged as they are stored, so normally
+    none: images predicted by an older version of the pipeline); returns images per state."""
     return apply_triage(ImageStore(config.dataset), config.triage, states=(ImageState.PREDICTED.value,))
 
 
