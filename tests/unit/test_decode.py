@@ -162,3 +162,12 @@ def test_boxes_found_on_reduced_pixels_map_back_onto_the_image():
     assert back.confidence.tolist() == found.confidence.tolist()
     assert list(back.label) == ["car", "person"] and back.extras.keys() == found.extras.keys()
     assert found.on_image(1, (501, 251)) is found
+
+
+@pytest.mark.parametrize(("mode", "options"), [("RGB", {"progressive": True}), ("L", {}), ("CMYK", {})],
+                         ids=["progressive", "grayscale", "cmyk"])
+def test_other_jpeg_kinds_are_decoded_reduced_to_rgb(tmp_path, mode, options):
+    path = _save(tmp_path / "large.jpg", _photo_like(2000, 1000).convert(mode), format="JPEG", **options)
+    decoded = decode_image(path, 256)
+    assert decoded.scale == 4 and decoded.pixels.shape == (250, 500, 3)
+    assert decoded.image_wh == (2000, 1000)
