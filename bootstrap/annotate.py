@@ -7,13 +7,17 @@ the chunks over Dask workers. Each step takes the (picklable) config and opens t
 so any worker process can run it.
 
 The dataset itself is the work queue: discovery inserts new images as ``pending``; detection
-takes pending images in chunks and marks each ``predicted`` or ``failed``. A run killed at any
-point therefore leaves only pending images behind, and the next run picks them up; the unique
-content hash keeps every image stored once.
+takes pending images in chunks, and each image is written once more with its predictions, its
+triage outcome and its state together (``auto_accepted``, ``needs_review``, ``empty``, or
+``failed``). A run killed at any point therefore leaves only pending images behind, and the next
+run picks them up; the unique content hash keeps every image stored once. A finished chunk is
+written in a thread of its own while the next one is detected (``bootstrap.chunk_writer``).
 """
 
 from __future__ import annotations
 
+import collections
+import functools
 import itertools
 import logging
 import os
@@ -26,19 +30,23 @@ from dataclasses import asdict, dataclass, field
 from typing import Protocol, TypeVar
 
 from bootstrap import progress
+from bootstrap.chunk_writer import ChunkWriter
 from bootstrap.config import PipelineConfig
 from bootstrap.decode import DecodedImage, ImageDecodeError, decode_image
 from bootstrap.detections import Detector
 from bootstrap.detectors import load_detector
 from bootstrap.ontology import Ontology
-from bootstrap.schema import LABELS, ImageState
+from bootstrap.proposals import input_side
+from bootstrap.schema import LABELS, TRIAGE_OUTPUT_STATES, ImageState
 from bootstrap.sources import content_hash, iter_image_files
 from bootstrap.store import ImageResult, ImageStore, NewImage, PendingImage
-from bootstrap.triage import apply_triage
+from bootstrap.triage import apply_triage, triage_fields
 
 log = logging.getLogger(__name__)
 
 DISCOVERY_CHUNK = 1000
+#: Detected chunks that may wait for the writer (besides the one it writes): memory stays flat.
+WRITE_AHEAD = 1
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -59,12 +67,22 @@ class DiscoveryReport:
 
 @dataclass
 class BatchReport:
-    """What one detection chunk did."""
+    """What one detection chunk did; ``routed``: its images per triage state."""
 
     images: int = 0
     boxes: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    routed: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class DetectedChunk:
+    """A chunk detected but not stored yet: its results and its report so far."""
+
+    model: str
+    results: list[ImageResult]
+    report: BatchReport
 
 
 @dataclass
@@ -152,20 +170,25 @@ def detect_images(
     ontology: Ontology,
     batch_size: int,
     decode_workers: int = 2,
+    max_side: int | None = None,
 ) -> Iterator[ImageResult]:
     """Decode ``images`` ahead of the detector in a thread pool and yield one result each.
 
     Decoding runs up to two batches ahead, so the model does not wait for files; a file
     that cannot be decoded yields a result with its failure reason and the rest go on.
+    ``max_side`` (``proposals.input_side``): large JPEGs are decoded reduced to no less than
+    that; their boxes are mapped back onto the image in the file.
     """
+    decode = functools.partial(_decode_or_failure, max_side=max_side)
     with ThreadPoolExecutor(max_workers=decode_workers, thread_name_prefix="decode") as pool:
-        decoded = _prefetch(pool, _decode_or_failure, images, ahead=2 * batch_size)
+        decoded = _prefetch(pool, decode, images, ahead=2 * batch_size)
         for batch in _batched(decoded, batch_size):
             usable = [(img, out) for img, out in batch if isinstance(out, DecodedImage)]
             predictions = iter(detector.predict([out.pixels for _, out in usable]))
             for image, outcome in batch:
                 if isinstance(outcome, DecodedImage):
-                    yield ImageResult(image.sample_id, image.uri, ontology.apply(next(predictions)))
+                    found = next(predictions).on_image(outcome.scale, outcome.image_wh)
+                    yield ImageResult(image.sample_id, image.uri, ontology.apply(found))
                 elif isinstance(outcome, NewImage):
                     yield ImageResult(image.sample_id, image.uri, None, failure=REQUEUED,
                                       requeue=outcome)
@@ -188,9 +211,9 @@ def plan_chunks(
     return chunks if max_chunks is None else chunks[:max_chunks]
 
 
-def annotate_chunk(config: PipelineConfig, run_id: str, sample_ids: Sequence[str]) -> BatchReport:
-    """Run the detector over the images ``sample_ids`` (one planned chunk) and store the
-    outcomes; images no longer pending (done by another run meanwhile) are skipped."""
+def detect_chunk(config: PipelineConfig, run_id: str, sample_ids: Sequence[str]) -> DetectedChunk:
+    """Run the detector over the images ``sample_ids`` (one planned chunk) that are still
+    pending (another run may have done some meanwhile); nothing is written."""
     started = time.perf_counter()
     store = ImageStore(config.dataset)
     pending = store.list_pending(sample_ids)
@@ -199,15 +222,58 @@ def annotate_chunk(config: PipelineConfig, run_id: str, sample_ids: Sequence[str
     ontology = Ontology(config.ontology, detector.class_names)
     report = BatchReport(images=len(pending))
     results = []
-    for result in detect_images(pending, detector, ontology, config.detector.batch_size):
+    for result in detect_images(pending, detector, ontology, config.detector.batch_size,
+                                max_side=input_side(config.detector)):
         results.append(result)
         if result.failure:
             report.failed.append((result.uri, result.failure))
             log.warning("failed: %s: %s", result.uri, result.failure)
         progress.advance("annotating")
-    report.boxes = store.record_results(results, model=detector.name, run_id=run_id)
     report.seconds = time.perf_counter() - started
+    return DetectedChunk(detector.name, results, report)
+
+
+def store_chunk(config: PipelineConfig, run_id: str, chunk: DetectedChunk) -> BatchReport:
+    """Store a detected chunk, one write per image: predictions, triage outcome (``triage``
+    config) and state together (``ImageStore.record_results``)."""
+    started = time.perf_counter()
+    recorded = ImageStore(config.dataset).record_results(
+        chunk.results, model=chunk.model, run_id=run_id,
+        triage=functools.partial(triage_fields, config=config.triage),
+    )
+    report = chunk.report
+    report.boxes = recorded.boxes
+    report.routed = {s: n for s, n in recorded.states.items() if s in TRIAGE_OUTPUT_STATES}
+    report.seconds += time.perf_counter() - started
     return report
+
+
+def annotate_chunk(config: PipelineConfig, run_id: str, sample_ids: Sequence[str]) -> BatchReport:
+    """Detect and store one planned chunk (``detect_chunk``, then ``store_chunk``)."""
+    return store_chunk(config, run_id, detect_chunk(config, run_id, sample_ids))
+
+
+def detect_and_store(
+    chunks: Iterable[T],
+    detect: Callable[[T], DetectedChunk],
+    store: Callable[[DetectedChunk], BatchReport],
+    on_stored: Callable[[list[BatchReport]], None] | None = None,
+) -> list[BatchReport]:
+    """``detect`` each chunk in this thread while ``store`` writes the previous one in a
+    ``ChunkWriter`` (at most ``WRITE_AHEAD`` detected chunks wait); returns the reports in
+    order. ``on_stored(reports so far)`` after each chunk is handed over.
+
+    Raises:
+        whatever ``detect`` or ``store`` raised; an interruption still writes the chunks
+        already detected (each image stored whole or left pending).
+    """
+    writer: ChunkWriter[DetectedChunk, BatchReport] = ChunkWriter(store, depth=WRITE_AHEAD)
+    with writer:
+        for chunk in chunks:
+            writer.put(detect(chunk))
+            if on_stored is not None:
+                on_stored(list(writer.results))
+    return writer.results
 
 
 def check_setup(config: PipelineConfig) -> None:
@@ -221,7 +287,8 @@ def check_setup(config: PipelineConfig) -> None:
 
 
 def triage_new_images(config: PipelineConfig) -> dict[str, int]:
-    """Triage the images this run predicted (``predicted``); returns images per state."""
+    """Triage images left ``predicted`` (chunks are triaged as they are stored, so normally
+    none: images predicted by an older version of the pipeline); returns images per state."""
     return apply_triage(ImageStore(config.dataset), config.triage, states=(ImageState.PREDICTED.value,))
 
 
@@ -235,6 +302,10 @@ def summarise(
 ) -> AnnotationSummary:
     """Fold the reports of one run into its summary."""
     batches = list(batches)
+    # Chunks are triaged as they are stored; ``routed``: what the last step triaged besides.
+    states = collections.Counter(routed or {})
+    for batch in batches:
+        states.update(batch.routed)
     return AnnotationSummary(
         dataset=config.dataset,
         model=config.detector.model,
@@ -246,7 +317,7 @@ def summarise(
         failed=discovery.unreadable + [f for b in batches for f in b.failed],
         boxes=sum(b.boxes for b in batches),
         wall_seconds=wall_seconds,
-        routed=routed or {},
+        routed=dict(states),
     )
 
 
@@ -281,13 +352,15 @@ class StepRunner(Protocol):
     def chunks(
         self, config: PipelineConfig, run_id: str, chunks: list[list[str]], pending: int
     ) -> list[BatchReport]:
-        """Run ``annotate_chunk(config, run_id, chunk)`` for every chunk (in any order or
-        concurrently) and return their reports; ``pending`` images are waiting in all."""
+        """Detect and store every chunk (``detect_chunk`` then ``store_chunk``; in any order
+        or concurrently, ``detect_and_store`` to overlap them) and return their reports;
+        ``pending`` images are waiting in all."""
         ...
 
 
 class InProcess:
-    """Every step a plain call in this process; chunks one after another."""
+    """Every step a plain call in this process; chunks one after another, each stored while
+    the next is detected (``detect_and_store``)."""
 
     def step(self, fn: Callable[..., R], *args) -> R:
         return fn(*args)
@@ -295,7 +368,10 @@ class InProcess:
     def chunks(
         self, config: PipelineConfig, run_id: str, chunks: list[list[str]], pending: int
     ) -> list[BatchReport]:
-        return [annotate_chunk(config, run_id, chunk) for chunk in chunks]
+        return detect_and_store(
+            chunks, functools.partial(detect_chunk, config, run_id),
+            functools.partial(store_chunk, config, run_id),
+        )
 
 
 def run_annotation(
@@ -326,11 +402,13 @@ def run_annotation(
 REQUEUED = "the file changed after it was registered (rewritten in place): re-queued with its new content for the next run"
 
 
-def _decode_or_failure(image: PendingImage) -> tuple[PendingImage, DecodedImage | NewImage | str]:
+def _decode_or_failure(
+    image: PendingImage, max_side: int | None = None
+) -> tuple[PendingImage, DecodedImage | NewImage | str]:
     """The decoded image, or why not: a reason, or (its bytes are no longer those discovery
     hashed) what is in the file now, to re-queue it."""
     try:
-        decoded = decode_image(image.uri)
+        decoded = decode_image(image.uri, max_side)
     except ImageDecodeError as err:
         return image, err.reason
     if image.content_hash is None:

@@ -110,6 +110,18 @@ class Detections:
         """(N, 4) boxes as [x, y, w, h] relative to the image size (FiftyOne's convention)."""
         return relative_xywh(self.xyxy, self.image_wh)
 
+    def on_image(self, scale: float, image_wh: tuple[int, int]) -> Detections:
+        """The same boxes on the image they were found on at ``1 / scale`` of its size (a
+        reduced decode, ``bootstrap.decode``): corners times ``scale``, within ``image_wh``."""
+        if scale == 1 and image_wh == self.image_wh:
+            return self
+        xyxy = self.xyxy.astype(np.float64) * scale
+        np.clip(xyxy, 0, [image_wh[0], image_wh[1], image_wh[0], image_wh[1]], out=xyxy)
+        return Detections(
+            xyxy.astype(np.float32), self.confidence, self.class_id, self.model_label,
+            self.label, (int(image_wh[0]), int(image_wh[1])), self.extras,
+        )
+
     def with_xyxy(self, xyxy: np.ndarray) -> Detections:
         """The same boxes at new corners (views mapped back onto the image)."""
         return Detections(

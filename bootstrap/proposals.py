@@ -210,6 +210,20 @@ class FusedDetector:
         ]
 
 
+def input_side(config) -> int:
+    """The longest side, in pixels, to which any view of ``config`` (a ``DetectorConfig``)
+    resizes an image: the plain, ``upscale`` and ``large`` views their inference size, the tiled
+    view its windows (``tiles.magnification`` times the model's size for the whole image).
+    Decoding needs no more of an image than that (``bootstrap.decode``, draft mode)."""
+    import math
+
+    from bootstrap.tiles import magnification
+
+    sides = {"upscale": config.upscaled_size, "large": config.large_size,
+             "tiles": math.ceil(config.image_size * magnification())}
+    return max([config.image_size, *(sides[view] for view in config.tta if view in sides)])
+
+
 def fused_detector(config, load) -> FusedDetector:
     """The ``FusedDetector`` of ``config`` (``detector.tta`` views of the model, and of the
     second model when there is one); ``load(single_view_config)`` loads each plain detector.

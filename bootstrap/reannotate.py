@@ -14,15 +14,16 @@ Which images: those triage may re-route (``schema.TRIAGE_INPUT_STATES``) that no
 touched: no ``reviewed`` tag (a reviewer may be half-way), and no human-decided box in
 ``labels`` (``store.is_human_decided``: a person's ``reject`` tag refers to a prediction the new
 model would propose again under a new id). Images already predicted by this model are skipped,
-so a killed run resumes where it stopped. Their ``predictions`` are replaced
-(``ImageStore.record_results``), then they are re-triaged with the thresholds the dataset learned
-(``triage.apply_triage``, which keeps human boxes by ``store.merge_working_labels``); every new
+so a killed run resumes where it stopped. Their ``predictions`` are replaced and they are
+re-triaged with the thresholds the dataset learned in the same write (``ImageStore.record_results``
+with ``triage.triage_fields``, which keeps human boxes by ``store.merge_working_labels``); every new
 automatic box records the model that proposed it (``model``), so the review priority and the
 export manifest reflect the new version.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -37,6 +38,7 @@ from bootstrap.schema import (
     REVIEWED_TAG,
     STATE,
     TRIAGE_INPUT_STATES,
+    TRIAGE_OUTPUT_STATES,
     ImageState,
 )
 
@@ -156,9 +158,10 @@ def reannotate(config: PipelineConfig, model: str = "current", run_id: str | Non
     from bootstrap.annotate import detect_images
     from bootstrap.detectors import load_detector
     from bootstrap.ontology import Ontology
+    from bootstrap.proposals import input_side
     from bootstrap.review_learning import effective_triage
     from bootstrap.store import ImageStore
-    from bootstrap.triage import apply_triage
+    from bootstrap.triage import apply_triage, triage_fields
 
     started = time.perf_counter()
     run_id = run_id or uuid.uuid4().hex
@@ -177,11 +180,14 @@ def reannotate(config: PipelineConfig, model: str = "current", run_id: str | Non
                                 skipped_human=human, already=already)
     log.info("re-annotating %d images with %s (%d left alone: a person touched them)",
              len(images), detector.name, human)
+    triage = effective_triage(store, config.triage)
+    routed: dict[str, int] = {}
     with progress.task("re-annotating", total=len(images)) as bar:
         for start in range(0, len(images), REANNOTATE_CHUNK):
             chunk = images[start:start + REANNOTATE_CHUNK]
             results = []
-            for result in detect_images(chunk, detector, ontology, config.detector.batch_size):
+            for result in detect_images(chunk, detector, ontology, config.detector.batch_size,
+                                        max_side=input_side(config.detector)):
                 results.append(result)
                 if result.failure:
                     report.failed.append((result.uri, result.failure))
@@ -190,10 +196,16 @@ def reannotate(config: PipelineConfig, model: str = "current", run_id: str | Non
             touched = _touched_meanwhile(store, [r.sample_id for r in results])
             results = [r for r in results if r.sample_id not in touched]
             report.skipped_human += len(touched)
-            report.boxes += store.record_results(results, model=detector.name, run_id=run_id)
+            recorded = store.record_results(results, model=detector.name, run_id=run_id,
+                                            triage=functools.partial(triage_fields, config=triage))
+            report.boxes += recorded.boxes
             report.images += len(results)
-    report.routed = apply_triage(store, effective_triage(store, config.triage),
-                                 states=(ImageState.PREDICTED.value,))
+            for state, n in recorded.states.items():
+                routed[state] = routed.get(state, 0) + n
+    # Images left `predicted` by an older version of the pipeline (normally none).
+    for state, n in apply_triage(store, triage, states=(ImageState.PREDICTED.value,)).items():
+        routed[state] = routed.get(state, 0) + n
+    report.routed = {s: n for s, n in routed.items() if s in TRIAGE_OUTPUT_STATES}
     report.seconds = round(time.perf_counter() - started, 2)
     return report
 

@@ -93,6 +93,14 @@ TRIAGE_INPUT_STATES = (
 )
 
 
+#: States triage assigns.
+TRIAGE_OUTPUT_STATES = (
+    ImageState.AUTO_ACCEPTED.value,
+    ImageState.NEEDS_REVIEW.value,
+    ImageState.EMPTY.value,
+)
+
+
 class Provenance(StrEnum):
     """Who made a working box: the pipeline (``auto``) or a person (``human``)."""
 

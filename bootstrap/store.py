@@ -1,8 +1,9 @@
 """The FiftyOne dataset that holds a pipeline's images, predictions, working labels and states:
 database input and output only (field names: ``bootstrap.schema``).
 
-Writes are bulk: one unordered write per chunk of images, never one per sample; raw documents
-are built by ``bootstrap.documents``. The rule that human labels are never overwritten is
+Writes are bulk: one unordered write per chunk of images, never one per sample, and one
+update per image after detection (predictions and triage together); raw documents are built by
+``bootstrap.documents``. The rule that human labels are never overwritten is
 enforced here, in one place (``merge_working_labels``).
 """
 
@@ -11,9 +12,9 @@ from __future__ import annotations
 import logging
 import mimetypes
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -115,6 +116,47 @@ class ImageResult:
     requeue: NewImage | None = None
 
 
+@dataclass
+class RecordedResults:
+    """What ``ImageStore.record_results`` stored: boxes, and images per resulting state."""
+
+    boxes: int = 0
+    states: dict[str, int] = field(default_factory=dict)
+
+    def add(self, state: str, detections: Detections | None) -> None:
+        self.states[state] = self.states.get(state, 0) + 1
+        self.boxes += len(detections) if detections is not None else 0
+
+
+#: How often an image that another process changed while its results were being stored is read
+#: and computed again.
+RECORD_ATTEMPTS = 5
+#: What ``record_results`` passes to its ``triage`` besides the stored labels, state and tags.
+_TRIAGE_READS = (PREDICTIONS, PREDICTION_MODEL, PREDICTION_RUN)
+
+
+def _result_fields(result: ImageResult, model: str, run_id: str, now: datetime) -> dict:
+    """The fields one detector outcome sets: predictions and size, or the failure."""
+    fields = {
+        PREDICTION_MODEL: model, PREDICTION_RUN: run_id, PREDICTED_AT: now, "last_modified_at": now,
+    }
+    if result.detections is None:
+        return fields | {
+            STATE: ImageState.FAILED.value,
+            FAILURE: result.failure or "unknown failure",
+            PREDICTIONS: None,
+        }
+    width, height = result.detections.image_wh
+    return fields | {
+        STATE: ImageState.PREDICTED.value,
+        FAILURE: None,
+        PREDICTIONS: documents.detections_document(result.detections),
+        "metadata": documents.image_metadata_document(
+            width, height, mimetypes.guess_type(result.uri)[0]
+        ),
+    }
+
+
 class ImageStore:
     """One persistent FiftyOne dataset, opened (or created) by name."""
 
@@ -189,9 +231,9 @@ class ImageStore:
             REVIEWED_BY: (fo.StringField, {}),
             REVIEWED_AT: (fo.DateTimeField, {}),
         }
-        for field, (ftype, kwargs) in wanted.items():
-            if field not in schema:
-                self.dataset.add_sample_field(field, ftype, **kwargs)
+        for name, (ftype, kwargs) in wanted.items():
+            if name not in schema:
+                self.dataset.add_sample_field(name, ftype, **kwargs)
         if self.dataset.media_type is None:
             self.dataset.media_type = "image"
         # The unique index is what makes double insertion impossible, even across processes.
@@ -272,54 +314,60 @@ class ImageStore:
     def count_pending(self) -> int:
         return self._samples.count_documents({STATE: ImageState.PENDING.value})  # indexed
 
-    def record_results(self, results: Sequence[ImageResult], model: str, run_id: str) -> int:
-        """Store detector outcomes in bulk. Returns the number of boxes stored.
+    def record_results(
+        self,
+        results: Sequence[ImageResult],
+        model: str,
+        run_id: str,
+        triage: Callable[[dict], dict | None] | None = None,
+    ) -> RecordedResults:
+        """Store detector outcomes in bulk, one write per image: its predictions, size and
+        bookkeeping (or its failure), and with ``triage`` its triage outcome in the same write.
 
-        Only ``predictions`` and bookkeeping fields are written; ``labels`` (which may hold
-        human decisions) is never touched here.
+        ``triage(document)`` gets the image as it will be (its stored ``labels``, ``state`` and
+        ``tags`` with the new ``predictions``, model and run) and returns the fields triage sets
+        (``triage.triage_fields``: working labels, ``state``, priority, signals), or None to
+        leave it ``predicted``. Without ``triage`` images become ``predicted``, to be triaged
+        later (``triage.apply_triage``). Reviewed images keep state ``reviewed`` and their
+        labels; only their predictions are refreshed. Each write applies only if the image's
+        ``state`` and ``labels`` are still those read: the others are read and computed again,
+        so a person's decision made meanwhile is never written over.
+
+        Raises:
+            StoreError: images changed under every one of ``RECORD_ATTEMPTS`` attempts.
         """
         for result in results:
             if result.requeue is not None:
                 self._requeue(result.sample_id, result.requeue)
-        results = [r for r in results if r.requeue is None]
-        if not results:
-            return 0
-        now = datetime.now(UTC).replace(tzinfo=None)
-        oids = [ObjectId(r.sample_id) for r in results]
-        # A new model run may refresh predictions of reviewed images; their state stays
-        # `reviewed` (and triage never touches them), so no human decision is undone.
-        reviewed = {
-            str(doc["_id"]) for doc in self._samples.find(
-                {"_id": {"$in": oids}, STATE: ImageState.REVIEWED.value}, {"_id": 1}
+        todo = {ObjectId(r.sample_id): r for r in results if r.requeue is None}
+        recorded = RecordedResults()
+        for _ in range(RECORD_ATTEMPTS):
+            if not todo:
+                return recorded
+            now = datetime.now(UTC).replace(tzinfo=None)
+            changes, expected = {}, {}
+            # An image removed from the dataset meanwhile is not found: nothing to write.
+            for doc in self._samples.find({"_id": {"$in": list(todo)}}, {STATE: 1, LABELS: 1, "tags": 1}):
+                fields = _result_fields(todo[doc["_id"]], model, run_id, now)
+                if doc.get(STATE) == ImageState.REVIEWED.value:
+                    # A new model run may refresh predictions of reviewed images; their state
+                    # stays `reviewed` (and triage never touches them): no decision is undone.
+                    fields[STATE] = ImageState.REVIEWED.value
+                elif triage is not None and fields[STATE] == ImageState.PREDICTED.value:
+                    fields |= triage(doc | {k: fields[k] for k in _TRIAGE_READS}) or {}
+                changes[doc["_id"]] = fields
+                expected[doc["_id"]] = {STATE: doc.get(STATE), LABELS: doc.get(LABELS)}
+            again = set(self.bulk_set(changes, expected=expected))
+            for oid, fields in changes.items():
+                if oid not in again:
+                    recorded.add(fields[STATE], todo[oid].detections)
+            todo = {oid: todo[oid] for oid in again}
+        if todo:
+            raise StoreError(
+                f"{len(todo)} images of '{self.name}' changed under every one of "
+                f"{RECORD_ATTEMPTS} attempts to store their results; run the same command again"
             )
-        }
-        changes = {}
-        for oid, result in zip(oids, results, strict=True):
-            fields = {
-                PREDICTION_MODEL: model, PREDICTION_RUN: run_id, PREDICTED_AT: now,
-                "last_modified_at": now,
-            }
-            if result.detections is None:
-                fields |= {
-                    STATE: ImageState.FAILED.value,
-                    FAILURE: result.failure or "unknown failure",
-                    PREDICTIONS: None,
-                }
-            else:
-                width, height = result.detections.image_wh
-                fields |= {
-                    STATE: ImageState.PREDICTED.value,
-                    FAILURE: None,
-                    PREDICTIONS: documents.detections_document(result.detections),
-                    "metadata": documents.image_metadata_document(
-                        width, height, mimetypes.guess_type(result.uri)[0]
-                    ),
-                }
-            if result.sample_id in reviewed:
-                fields[STATE] = ImageState.REVIEWED.value
-            changes[oid] = fields
-        self.bulk_set(changes)
-        return sum(len(r.detections) for r in results if r.detections is not None)
+        return recorded
 
     def _requeue(self, sample_id: str, now_there: NewImage) -> None:
         """The pending sample takes the hash, size and mtime of the bytes now in its file (so

@@ -35,6 +35,12 @@ WINDOW = (0.55, 0.55)
 EDGE_MARGIN = 2.0
 
 
+def magnification(grid: int = 2, overlap: float = 0.25) -> float:
+    """How many times longer an image's side is than a window's (``tile_windows``): the tiled
+    view resizes each window, not the image, to the model's input size."""
+    return grid - (grid - 1) * overlap
+
+
 def tile_windows(
     width: int, height: int, grid: int = 2, overlap: float = 0.25
 ) -> list[tuple[int, int, int, int]]:
@@ -50,7 +56,7 @@ def tile_windows(
     def spans(size: int) -> list[tuple[int, int]]:
         if grid == 1:
             return [(0, size)]
-        side = size / (grid - (grid - 1) * overlap)
+        side = size / magnification(grid, overlap)
         starts = [round(i * side * (1 - overlap)) for i in range(grid)]
         return [(start, min(size, round(start + side))) for start in starts[:-1]] + [
             (max(0, size - round(side)), size)

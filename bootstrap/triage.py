@@ -33,8 +33,10 @@ Priority (higher is reviewed first) adds up the expected corrections on the imag
 ``sum over review boxes of 1 - |2c - 1|`` (1 for a coin-flip box, 0 near 0 or 1)
 ``+ likely_misses + class_confusion + tta_disagreement + model_disagreement``.
 
-``apply_triage`` runs all of that over a stored dataset (the one function here that touches the
-database, through ``ImageStore``'s bulk reads and writes).
+``triage_fields`` is all of that for one stored image (what ``annotate`` writes together with
+the image's predictions, ``ImageStore.record_results``); ``apply_triage`` runs it over a stored
+dataset (the one function here that touches the database, through ``ImageStore``'s bulk reads
+and writes).
 """
 
 from __future__ import annotations
@@ -290,64 +292,75 @@ def apply_triage(
 TRIAGE_ATTEMPTS = 5
 
 
+def triage_fields(doc: dict, config: TriageConfig) -> dict | None:
+    """The fields triage sets on the stored image ``doc`` (its ``predictions``, the model and
+    run that made them, its ``labels`` and ``tags``): working labels (human-decided boxes kept,
+    ``store.merge_working_labels``), ``state``, ``priority`` and the signals. None when triage
+    leaves the image alone: a person finished it (``reviewed`` tag) and ``review apply`` will
+    make what they saw final, so new boxes must not slip in unseen.
+
+    Used by ``apply_triage`` and by ``ImageStore.record_results``, which stores an image's
+    predictions and their triage in one write.
+    """
+    if REVIEWED_TAG in (doc.get("tags") or []):
+        return None
+    boxes = (doc.get(PREDICTIONS) or {}).get("detections") or []
+    support = {
+        key: np.array([box[key] for box in boxes], dtype=np.float64)
+        for key in BOX_EXTRAS  # per-box view support and scores, when fused
+        if boxes and all(box.get(key) is not None for box in boxes)
+    }
+    outcome = triage_image(
+        [box["label"] for box in boxes],
+        np.array([box.get("confidence") for box in boxes], dtype=np.float64),
+        np.array([box["bounding_box"] for box in boxes], dtype=np.float64).reshape(-1, 4),
+        config,
+        support,
+    )
+    proposed = [
+        detection_document(
+            label=box["label"],
+            bounding_box=box["bounding_box"],
+            confidence=box.get("confidence"),
+            provenance=Provenance.AUTO.value,
+            route=route.value,
+            prediction_id=str(box["_id"]),
+            model=doc.get(PREDICTION_MODEL),
+            run=doc.get(PREDICTION_RUN),
+            **{key: box[key] for key in support if key in DISAGREEMENT_SIGNALS.values()},
+        )
+        for box, route in zip(boxes, outcome.routes, strict=True)
+        if route != Route.REJECT
+    ]
+    return {
+        LABELS: box_list_document(merge_working_labels(doc.get(LABELS), proposed)),
+        STATE: outcome.state.value,
+        PRIORITY: outcome.priority,
+        **outcome.signals,
+    }
+
+
 def _triage_chunk(store, config, ids, states, counts) -> list:
     """Triage the images ``ids`` still in ``states``; add their new states to ``counts`` and
     return the ids that changed under us (to be triaged again)."""
-    support_keys = list(BOX_EXTRAS)  # per-box view support and scores, when fused
-    box_fields = ("_id", "label", "confidence", "bounding_box", *support_keys)
+    box_fields = ("_id", "label", "confidence", "bounding_box", *BOX_EXTRAS)
     projection = {
         PREDICTION_MODEL: 1, PREDICTION_RUN: 1, LABELS: 1, STATE: 1, "tags": 1,
         **{f"{PREDICTIONS}.detections.{f}": 1 for f in box_fields},
     }
     now = datetime.now(UTC).replace(tzinfo=None)
-    changes, expected, outcomes = {}, {}, {}
+    changes, expected = {}, {}
     for doc in store.read_documents(ids, projection):
         if doc.get(STATE) not in states:  # reviewed (or else) since the ids were listed
             continue
-        if REVIEWED_TAG in (doc.get("tags") or []):
-            # A person finished this image (the App's or Label Studio's `reviewed` tag) and
-            # `review apply` will make what they saw final: new boxes must not slip in unseen.
+        fields = triage_fields(doc, config)
+        if fields is None:
             continue
-        boxes = (doc.get(PREDICTIONS) or {}).get("detections") or []
-        support = {
-            key: np.array([box[key] for box in boxes], dtype=np.float64)
-            for key in support_keys
-            if boxes and all(box.get(key) is not None for box in boxes)
-        }
-        outcome = triage_image(
-            [box["label"] for box in boxes],
-            np.array([box.get("confidence") for box in boxes], dtype=np.float64),
-            np.array([box["bounding_box"] for box in boxes], dtype=np.float64).reshape(-1, 4),
-            config,
-            support,
-        )
-        proposed = [
-            detection_document(
-                label=box["label"],
-                bounding_box=box["bounding_box"],
-                confidence=box.get("confidence"),
-                provenance=Provenance.AUTO.value,
-                route=route.value,
-                prediction_id=str(box["_id"]),
-                model=doc.get(PREDICTION_MODEL),
-                run=doc.get(PREDICTION_RUN),
-                **{key: box[key] for key in support if key in DISAGREEMENT_SIGNALS.values()},
-            )
-            for box, route in zip(boxes, outcome.routes, strict=True)
-            if route != Route.REJECT
-        ]
-        changes[doc["_id"]] = {
-            LABELS: box_list_document(merge_working_labels(doc.get(LABELS), proposed)),
-            STATE: outcome.state.value,
-            PRIORITY: outcome.priority,
-            **outcome.signals,
-            "last_modified_at": now,
-        }
+        changes[doc["_id"]] = fields | {"last_modified_at": now}
         # Exactly what was read: the write applies only if nobody changed them since.
         expected[doc["_id"]] = {LABELS: doc.get(LABELS), STATE: doc.get(STATE)}
-        outcomes[doc["_id"]] = outcome.state.value
     changed = store.bulk_set(changes, expected=expected)
-    for oid, state in outcomes.items():
+    for oid, fields in changes.items():
         if oid not in changed:
-            counts[state] = counts.get(state, 0) + 1
+            counts[fields[STATE]] = counts.get(fields[STATE], 0) + 1
     return changed

@@ -8,6 +8,7 @@ the dataset is the work queue.
 
 from __future__ import annotations
 
+import contextvars
 from typing import Annotated
 from uuid import UUID
 
@@ -44,6 +45,8 @@ TASKS = {
     steps.discover_new_images: _task(steps.discover_new_images, **IO_RETRIES),
     steps.plan_chunks: _task(steps.plan_chunks, **IO_RETRIES),
     steps.annotate_chunk: _task(steps.annotate_chunk, **IO_RETRIES),
+    steps.detect_chunk: _task(steps.detect_chunk, **IO_RETRIES),
+    steps.store_chunk: _task(steps.store_chunk, **IO_RETRIES),
     steps.triage_new_images: _task(steps.triage_new_images, **IO_RETRIES),
     steps.dataset_totals_markdown: _task(steps.dataset_totals_markdown),
 }
@@ -51,7 +54,9 @@ TASKS = {
 
 class PrefectSteps:
     """Runs the library's steps as Prefect tasks; chunks one after another in this process
-    (``local``) or all at once on a Dask cluster; updates the progress artifact per chunk."""
+    (``local``: each stored by a task in the library's writer thread while the next is
+    detected, ``annotate.detect_and_store``) or all at once on a Dask cluster; updates the
+    progress artifact per chunk."""
 
     def __init__(self, task_runner: str, dataset: str):
         self._task_runner = task_runner
@@ -68,10 +73,17 @@ class PrefectSteps:
             description=f"Images annotated of {pending} pending",
         )
         if self._task_runner == "local" or not chunks:
-            batches = []
-            for chunk in chunks:
-                batches.append(TASKS[steps.annotate_chunk](config, run_id, chunk))
-                _report_progress(progress_id, batches, pending)
+            # The writer thread runs its task in this flow run's context (as Prefect's own
+            # thread pool task runner does), so each store is a task run of this flow run.
+            flow_context = contextvars.copy_context()
+
+            def store(detected: steps.DetectedChunk) -> steps.BatchReport:
+                return flow_context.copy().run(TASKS[steps.store_chunk], config, run_id, detected)
+
+            batches = steps.detect_and_store(
+                chunks, lambda chunk: TASKS[steps.detect_chunk](config, run_id, chunk), store,
+                on_stored=lambda done: _report_progress(progress_id, done, pending),
+            )
         else:
             parallel = annotate_chunks_in_parallel.with_options(
                 task_runner=dask_task_runner(self._task_runner)

@@ -93,10 +93,15 @@ class StandInDetector:
     def __init__(self, config):
         self.name = config.model
         self.class_names = STANDIN_CLASSES
+        # Optional stand-in inference time, spent as a real model spends it: without the GIL
+        # (torch and OpenVINO release it), so other threads (decoding, the writer) can run.
+        self.seconds_per_image = float(os.environ.get("BENCH_INFERENCE_MS", "0")) / 1000
 
     def predict(self, images: Sequence[np.ndarray]):
         from bootstrap.detections import Detections
 
+        if self.seconds_per_image:
+            time.sleep(self.seconds_per_image * len(images))
         out = []
         for image in images:
             height, width = image.shape[:2]
@@ -141,6 +146,29 @@ def _timed(timers: dict, owner, name: str, count, key: str | None = None) -> Non
     setattr(owner, name, wrapper)
 
 
+def _count_writes(counts: dict) -> None:
+    """Count the documents pymongo writes to sample collections (``samples.*``), per kind, in
+    ``counts``: what "writes per image" means below (inserts + updates of samples)."""
+    import pymongo.collection
+
+    many = {"bulk_write": "update", "insert_many": "insert"}
+    single = {"insert_one": "insert", "update_one": "update", "replace_one": "update",
+              "update_many": "update", "find_one_and_update": "update"}
+    for name, kind in (many | single).items():
+        original = getattr(pymongo.collection.Collection, name)
+
+        def wrapper(self, *args, _original=original, _name=name, _kind=kind, **kwargs):
+            if self.name.startswith("samples."):
+                if _name in many:
+                    args = (list(args[0]), *args[1:])
+                    counts[_kind] = counts.get(_kind, 0) + len(args[0])
+                else:
+                    counts[_kind] = counts.get(_kind, 0) + 1
+            return _original(self, *args, **kwargs)
+
+        setattr(pymongo.collection.Collection, name, wrapper)
+
+
 def run_size(corpus: Path, size: int, batch_size: int, profile: Path | None) -> dict:
     logging.basicConfig(level=logging.WARNING)
     from bootstrap import annotate
@@ -156,6 +184,8 @@ def run_size(corpus: Path, size: int, batch_size: int, profile: Path | None) -> 
     _timed(timers, annotate, "apply_triage", lambda args, counts: sum(counts.values()))
     _timed(timers, ImageStore, "known_files", lambda args, known: len(known))
     _timed(timers, ImageStore, "list_pending", lambda args, pending: len(pending))
+    writes: dict = {}
+    _count_writes(writes)
     dataset = f"bench-scale-{size}-{uuid.uuid4().hex[:6]}"
     config = validate_config({
         "dataset": dataset,
@@ -173,6 +203,7 @@ def run_size(corpus: Path, size: int, batch_size: int, profile: Path | None) -> 
         if profiler:
             profiler.disable()
         first_timers = json.loads(json.dumps(timers))
+        first_writes = dict(writes)
         timers.clear()
         started = time.perf_counter()
         rerun = run_annotation(config)
@@ -200,6 +231,7 @@ def run_size(corpus: Path, size: int, batch_size: int, profile: Path | None) -> 
         "rerun_seconds": rerun_seconds,
         "cleanup_seconds": cleanup_seconds,
         "steps": first_timers,
+        "writes": first_writes,  # documents written to the samples collection, per kind
         "rerun_steps": timers,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -225,6 +257,9 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="write a cProfile of each first run to <cache>/profile-<size>.txt")
     parser.add_argument("--json", action="store_true", help="also print each size's raw figures")
+    parser.add_argument("--inference-ms", type=float, default=0.0,
+                        help="stand-in inference time per image, spent without the GIL as a "
+                             "real model does (default 0: the pipeline's own cost only)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -241,6 +276,7 @@ def main() -> None:
         print("BENCH " + json.dumps(run_size(corpus, args.child, args.batch_size, profile)))
         return
 
+    os.environ["BENCH_INFERENCE_MS"] = str(args.inference_ms)  # read by the children's stand-in
     args.cache.mkdir(parents=True, exist_ok=True)
     for stale in args.cache.glob(".corpus-*"):  # left by an interrupted generation
         shutil.rmtree(stale, ignore_errors=True)
@@ -260,17 +296,22 @@ def main() -> None:
         if args.json:
             print(json.dumps(results[-1]))
 
-    print(f"\nScale: stand-in detector, 64x64 JPEGs, batch {args.batch_size}, "
-          f"cpu threads {os.cpu_count()}")
+    print(f"\nScale: stand-in detector ({args.inference_ms:g} ms inference per image), 64x64 "
+          f"JPEGs, batch {args.batch_size}, cpu threads {os.cpu_count()}")
+    # record/s: ImageStore.record_results, which stores predictions and their triage in one
+    # write per image; triage/s: the final apply_triage over images left `predicted` (none).
     header = (f"{'images':>8}{'annotate s':>12}{'images/s':>10}{'insert/s':>10}"
-              f"{'record/s':>10}{'triage/s':>10}{'peak RSS MiB':>14}{'rerun s':>9}")
+              f"{'record/s':>10}{'triage/s':>10}{'writes/image':>14}{'peak RSS MiB':>14}"
+              f"{'rerun s':>9}")
     print(header)
     for r in results:
         steps = r["steps"]
+        per_image = sum(r["writes"].values()) / r["images"]
         print(f"{r['images']:>8}{r['annotate_seconds']:>12.1f}"
               f"{r['images'] / r['annotate_seconds']:>10.0f}"
               f"{_rate(steps.get('add_pending')):>10.0f}{_rate(steps.get('record_results')):>10.0f}"
-              f"{_rate(steps.get('apply_triage')):>10.0f}{r['peak_rss_mib']:>14.0f}"
+              f"{f'{_rate(triage):.0f}' if (triage := steps.get('apply_triage')) and triage['items'] else '-':>10}"
+              f"{per_image:>14.2f}{r['peak_rss_mib']:>14.0f}"
               f"{r['rerun_seconds']:>9.2f}")
     smallest, largest = results[0], results[-1]
     growth = largest["peak_rss_mib"] / smallest["peak_rss_mib"]

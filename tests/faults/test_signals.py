@@ -13,6 +13,8 @@ import pytest
 import yaml
 
 from bootstrap.config import load_config
+from bootstrap.schema import TRIAGE_OUTPUT_STATES
+from bootstrap.store import ImageStore
 from tests.faults.conftest import tree
 from tests.helpers import PLAIN_CONFIG, needs_coco, needs_model
 from tests.integration.processes import (
@@ -63,6 +65,10 @@ def test_annotate_interrupted_twice_then_finished(
         assert "Traceback" not in run.stderr.split("Crash detected")[-1]
         samples, pending = sample_counts(dataset_name)
         assert samples == 24 and pending < pending_before
+        # Each chunk is stored with its triage (one write per image): what the interrupted run
+        # stored is triaged, and an image is either that or still pending.
+        states = ImageStore(dataset_name).state_counts()
+        assert states["pending"] + sum(states[s] for s in TRIAGE_OUTPUT_STATES) == 24, states
         assert lease_doc(dataset_name) is None  # released on the way out
         seen[signum.name] = (message.split(": what")[0], round(seconds, 1), pending_before - pending)
         pending_before = pending
@@ -72,14 +78,16 @@ def test_annotate_interrupted_twice_then_finished(
     commands.append(rerun)
     summary = rerun.finish()
     assert summary["new"] == 0 and summary["known"] == 24 and summary["annotated"] == pending_before
-    # Triage also covers the images the interrupted runs predicted but never triaged.
-    assert sum(summary["routed"].values()) == 24
+    assert sum(summary["routed"].values()) == pending_before
+    states = ImageStore(dataset_name).state_counts()
+    assert sum(states[s] for s in TRIAGE_OUTPUT_STATES) == 24, states
     assert_every_image_once(dataset_name, photos)
     report_case(
         "signal-annotate",
         seen=f"interrupted (SIGINT|SIGTERM): {INTERRUPTED}",
-        lost="nothing: each interrupted run kept the chunks it had stored and released its "
-             "lease; the rerun annotated the rest, every image once",
+        lost="nothing: each interrupted run kept the chunks it had stored (triaged, in one "
+             "write per image) and released its lease; the rerun annotated the rest, every "
+             "image once",
         seconds={name: s for name, (_, s, _) in seen.items()},
     )
 

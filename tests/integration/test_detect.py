@@ -34,3 +34,68 @@ def test_boxes_equal_plain_ultralytics(coco_images):
         assert np.allclose(mine.xyxy[order_a], theirs.boxes.xyxy.numpy()[order_b], atol=1.0)
         assert np.allclose(mine.confidence[order_a], theirs.boxes.conf.numpy()[order_b], atol=0.01)
         assert mine.image_wh == (theirs.orig_shape[1], theirs.orig_shape[0])
+
+
+def _matched(reference, other, min_confidence=0.25, min_iou=0.9):
+    """(boxes of ``reference`` at ``min_confidence`` or more, those ``other`` has too: same
+    class, IoU >= ``min_iou``, and the confidence differences of those)."""
+    from bootstrap.boxes import pairwise_iou, xyxy_to_xywh
+
+    total, matched, differences = 0, 0, []
+    for a, b in zip(reference, other, strict=True):
+        sure = a[a.confidence >= min_confidence]
+        total += len(sure)
+        if not len(sure) or not len(b):
+            continue
+        iou = pairwise_iou(xyxy_to_xywh(sure.xyxy), xyxy_to_xywh(b.xyxy))
+        iou = np.where(sure.label[:, None] == b.label[None, :], iou, 0.0)
+        found = iou.max(axis=1) >= min_iou
+        matched += int(found.sum())
+        differences += list(np.abs(sure.confidence - b.confidence[iou.argmax(axis=1)])[found])
+    return total, matched, np.array(differences)
+
+
+@needs_model
+def test_large_jpegs_decoded_reduced_give_the_boxes_of_a_full_decode(tmp_path, coco_images):
+    """Draft mode (``decode_image(..., max_side)``) against a full decode, real YOLO: photos
+    enlarged to a 4000-pixel side, decoded at 1/4 (1000 pixels, still above 640)."""
+    from PIL import Image
+
+    from bootstrap.proposals import input_side
+
+    paths = []
+    for i, source in enumerate(coco_images[:12]):
+        with Image.open(source) as image:
+            factor = 4000 / max(image.size)
+            large = image.convert("RGB").resize(
+                (round(image.width * factor), round(image.height * factor)), Image.LANCZOS)
+        paths.append(tmp_path / f"large-{i}.jpg")
+        large.save(paths[-1], quality=92)
+    config = DetectorConfig(model="yolov8n.pt", batch_size=4)
+    detector = load_detector(config)
+    full = [decode_image(str(p)) for p in paths]
+    reduced = [decode_image(str(p), input_side(config)) for p in paths]
+    assert {d.scale for d in reduced} == {4} and all(d.scale == 1 for d in full)
+    assert [d.image_wh for d in reduced] == [d.image_wh for d in full]
+    boxes_full = detector.predict([d.pixels for d in full])
+    boxes_reduced = [found.on_image(d.scale, d.image_wh)
+                     for found, d in zip(detector.predict([d.pixels for d in reduced]), reduced, strict=True)]
+    assert [b.image_wh for b in boxes_reduced] == [d.image_wh for d in full]
+    counts = (sum(map(len, boxes_full)), sum(map(len, boxes_reduced)))
+    total, matched, differences = _matched(boxes_full, boxes_reduced)
+    back_total, back_matched, _ = _matched(boxes_reduced, boxes_full)
+    print(f"boxes {counts}; sure boxes matched {matched}/{total}, back {back_matched}/{back_total}; "
+          f"confidence difference mean {differences.mean():.3f} max {differences.max():.3f}")
+    assert total > 20
+    assert abs(counts[0] - counts[1]) <= 0.1 * counts[0]
+    # Not equal: libjpeg's DCT scaling averages 4x4 pixels, Ultralytics' bilinear resize of the
+    # full image by 6x skips most of them; the same objects are found at the same places.
+    assert matched >= 0.9 * total and back_matched >= 0.9 * back_total
+    assert differences.mean() < 0.05
+
+
+@needs_model
+def test_photos_no_larger_than_the_model_are_decoded_in_full(coco_images):
+    for path in coco_images[:8]:
+        assert decode_image(str(path), 640).scale == 1
+        assert np.array_equal(decode_image(str(path), 640).pixels, decode_image(str(path)).pixels)

@@ -70,11 +70,11 @@ def test_record_results_writes_predictions_and_failures(dataset_name):
         class_id=np.array([2]), model_label=np.array(["car"], object),
         label=np.array(["vehicle"], object), image_wh=(100, 200),
     )
-    boxes = store.record_results(
+    recorded = store.record_results(
         [ImageResult(ok.sample_id, ok.uri, dets), ImageResult(bad.sample_id, bad.uri, None, "truncated")],
         model="yolov8n.pt", run_id="run-1",
     )
-    assert boxes == 1
+    assert recorded.boxes == 1 and recorded.states == {"predicted": 1, "failed": 1}
     sample = store.dataset[ok.sample_id]
     box = sample.predictions.detections[0]
     assert box.label == "vehicle" and box.model_label == "car"
@@ -167,3 +167,69 @@ def test_every_box_the_pipeline_did_not_write_is_human(box, human):
     proposed = [{"provenance": "auto", "prediction_id": "p1", "tags": []}]
     merged = merge_working_labels({"detections": [box]}, proposed)
     assert (box in merged) is human
+
+
+def test_results_and_triage_are_one_conditional_write(dataset_name):
+    """``record_results(..., triage=)``: predictions, working labels and state in one write per
+    image; a reviewed image keeps its state and labels, one tagged ``reviewed`` is left
+    ``predicted`` for ``review apply``, and a person's box drawn between the read and the write
+    is kept (the write did not apply; the image was read and triaged again)."""
+
+    import fiftyone as fo
+    from bson import ObjectId
+
+    from bootstrap.config import TriageConfig
+    from bootstrap.triage import triage_fields
+
+    store = ImageStore(dataset_name)
+    store.add_pending([new_image(i) for i in range(4)])
+    plain, reviewed, tagged, raced = store.list_pending(store.pending_ids())
+    human = fo.Detection(label="car", bounding_box=[0.1, 0.1, 0.2, 0.2], provenance="human")
+    sample = store.dataset[reviewed.sample_id]
+    sample["state"], sample["labels"] = "reviewed", fo.Detections(detections=[human])
+    sample.save()
+    sample = store.dataset[tagged.sample_id]
+    sample.tags.append("reviewed")
+    sample.save()
+    drawn = fo.Detection(label="dog", bounding_box=[0.5, 0.5, 0.1, 0.1])  # no provenance: a person's
+    calls = []
+
+    def triage(doc):
+        calls.append(str(doc["_id"]))
+        if str(doc["_id"]) == raced.sample_id and calls.count(raced.sample_id) == 1:
+            # A reviewer in the App draws a box after our read, before our write.
+            store.dataset._sample_collection.update_one(
+                {"_id": doc["_id"]}, {"$set": {"labels": fo.Detections(detections=[drawn]).to_dict()}})
+        return triage_fields(doc, TriageConfig())
+
+    recorded = store.record_results(
+        [ImageResult(p.sample_id, p.uri, car_detections(4)) for p in (plain, reviewed, tagged, raced)],
+        "m", "r", triage=triage,
+    )
+    assert recorded.boxes == 16
+    # Scores 0.1 0.38 0.67 0.95 at the default thresholds: review boxes, needs_review.
+    assert recorded.states == {"needs_review": 2, "reviewed": 1, "predicted": 1}
+    assert calls.count(raced.sample_id) == 2 and reviewed.sample_id not in calls
+    docs = {str(d["_id"]): d for d in store.read_documents(
+        [ObjectId(p.sample_id) for p in (plain, reviewed, tagged, raced)],
+        {"state": 1, "labels": 1, "predictions": 1})}
+    for image in (plain, reviewed, tagged, raced):
+        assert len(docs[image.sample_id]["predictions"]["detections"]) == 4
+    assert docs[plain.sample_id]["state"] == "needs_review"
+    assert [b["route"] for b in docs[plain.sample_id]["labels"]["detections"]] == ["review", "review", "accept"]
+    assert docs[reviewed.sample_id]["state"] == "reviewed"
+    assert [b["_id"] for b in docs[reviewed.sample_id]["labels"]["detections"]] == [ObjectId(human.id)]
+    assert docs[tagged.sample_id]["state"] == "predicted" and docs[tagged.sample_id].get("labels") is None
+    raced_boxes = docs[raced.sample_id]["labels"]["detections"]
+    assert docs[raced.sample_id]["state"] == "needs_review"
+    assert raced_boxes[0]["_id"] == ObjectId(drawn.id) and len(raced_boxes) == 1 + 3  # drawn + 3 kept
+
+
+def test_results_are_stored_as_predicted_without_triage(dataset_name):
+    store = ImageStore(dataset_name)
+    store.add_pending([new_image(1)])
+    (image,) = store.list_pending(store.pending_ids())
+    recorded = store.record_results([ImageResult(image.sample_id, image.uri, car_detections(3))], "m", "r")
+    assert recorded.states == {"predicted": 1}
+    assert store.dataset[image.sample_id].state == ImageState.PREDICTED
+    assert store.dataset[image.sample_id].labels is None

@@ -85,3 +85,89 @@ def test_bad_files_raise_a_named_reason(tmp_path, content, reason):
 def test_missing_file(tmp_path):
     with pytest.raises(ImageDecodeError, match="disappeared"):
         decode_image(str(tmp_path / "gone.jpg"))
+
+
+def _photo_like(width: int, height: int) -> Image.Image:
+    # Smooth gradients plus a few sharp rectangles: like a photo, JPEG keeps it close.
+    x = np.linspace(0, 255, width, dtype=np.float32)[None, :]
+    y = np.linspace(0, 255, height, dtype=np.float32)[:, None]
+    pixels = np.stack([x + 0 * y, y + 0 * x, (x + y) / 2], axis=2)
+    pixels[height // 4: height // 2, width // 3: width // 2] = (250, 30, 30)
+    return Image.fromarray(pixels.astype(np.uint8))
+
+
+def _large_jpeg(path, size=(2000, 1000), orientation=None):
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    return _save(path, _photo_like(*size), format="JPEG", quality=92, exif=exif)
+
+
+@pytest.mark.parametrize(
+    ("orientation", "max_side", "scale", "pixels_wh", "image_wh"),
+    [
+        (None, None, 1, (2000, 1000), (2000, 1000)),  # no target: always in full
+        (None, 1200, 1, (2000, 1000), (2000, 1000)),  # less than twice the target: in full
+        (None, 1000, 2, (1000, 500), (2000, 1000)),
+        (None, 640, 2, (1000, 500), (2000, 1000)),  # 1/4 would be 500 < 640
+        (None, 256, 4, (500, 250), (2000, 1000)),
+        (None, 100, 8, (250, 125), (2000, 1000)),  # libjpeg goes no further than 1/8
+        (6, 256, 4, (250, 500), (1000, 2000)),  # EXIF-rotated: the upright size
+    ],
+    ids=["no-target", "not-large-enough", "half", "half-not-quarter", "quarter", "eighth", "exif"],
+)
+def test_large_jpeg_is_decoded_reduced_never_below_the_target(
+    tmp_path, orientation, max_side, scale, pixels_wh, image_wh
+):
+    path = _large_jpeg(tmp_path / "large.jpg", orientation=orientation)
+    decoded = decode_image(path, max_side)
+    assert decoded.scale == scale
+    assert (decoded.width, decoded.height) == pixels_wh
+    assert decoded.image_wh == image_wh
+    assert max(pixels_wh) >= (max_side or 0)
+    # The same picture as a full decode reduced by the same factor (JPEG scaling, not a crop).
+    full = decode_image(path)
+    assert full.image_wh == image_wh and full.scale == 1
+    reduced = np.asarray(Image.fromarray(full.pixels).reduce(scale), dtype=np.int16)
+    assert np.abs(reduced - decoded.pixels.astype(np.int16)).mean() < 3
+
+
+def test_only_jpegs_are_decoded_reduced(tmp_path):
+    path = _save(tmp_path / "large.png", _photo_like(2000, 1000), format="PNG")
+    decoded = decode_image(path, 256)
+    assert decoded.scale == 1 and (decoded.width, decoded.height) == decoded.image_wh == (2000, 1000)
+
+
+def test_odd_sized_jpeg_maps_back_by_the_exact_factor(tmp_path):
+    # 2001 / 4 is not whole: libjpeg rounds the reduced size up; a pixel still stands for 4.
+    path = _save(tmp_path / "odd.jpg", _photo_like(2001, 1003), format="JPEG")
+    decoded = decode_image(path, 256)
+    assert decoded.scale == 4 and (decoded.width, decoded.height) == (501, 251)
+    assert decoded.image_wh == (2001, 1003)
+
+
+def test_boxes_found_on_reduced_pixels_map_back_onto_the_image():
+    from bootstrap.detections import Detections
+
+    found = Detections(
+        xyxy=np.array([[10, 20, 30, 40], [490, 240, 501, 251]], np.float32),
+        confidence=np.array([0.9, 0.5], np.float32), class_id=np.array([2, 0]),
+        model_label=np.array(["car", "person"], object), label=np.array(["car", "person"], object),
+        image_wh=(501, 251), extras={"tta_support": np.array([1.0, 0.5], np.float32)},
+    )
+    back = found.on_image(4, (2001, 1003))
+    assert back.image_wh == (2001, 1003)
+    # Corners times the factor, clipped to the image (the last reduced pixel covers 1-3 pixels).
+    assert back.xyxy.tolist() == [[40, 80, 120, 160], [1960, 960, 2001, 1003]]
+    assert back.confidence.tolist() == found.confidence.tolist()
+    assert list(back.label) == ["car", "person"] and back.extras.keys() == found.extras.keys()
+    assert found.on_image(1, (501, 251)) is found
+
+
+@pytest.mark.parametrize(("mode", "options"), [("RGB", {"progressive": True}), ("L", {}), ("CMYK", {})],
+                         ids=["progressive", "grayscale", "cmyk"])
+def test_other_jpeg_kinds_are_decoded_reduced_to_rgb(tmp_path, mode, options):
+    path = _save(tmp_path / "large.jpg", _photo_like(2000, 1000).convert(mode), format="JPEG", **options)
+    decoded = decode_image(path, 256)
+    assert decoded.scale == 4 and decoded.pixels.shape == (250, 500, 3)
+    assert decoded.image_wh == (2000, 1000)
