@@ -169,7 +169,7 @@ def detect_images(
     detector: Detector,
     ontology: Ontology,
     batch_size: int,
-    decode_workers: int = 2,
+    decode_workers: int | None = None,
     max_side: int | None = None,
 ) -> Iterator[ImageResult]:
     """Decode ``images`` ahead of the detector in a thread pool and yield one result each.
@@ -177,8 +177,10 @@ def detect_images(
     Decoding runs up to two batches ahead, so the model does not wait for files; a file
     that cannot be decoded yields a result with its failure reason and the rest go on.
     ``max_side`` (``proposals.input_side``): large JPEGs are decoded reduced to no less than
-    that; their boxes are mapped back onto the image in the file.
+    that; their boxes are mapped back onto the image in the file. ``decode_workers``: threads
+    (default: one per core, at most 8; Pillow decodes without holding the GIL).
     """
+    decode_workers = decode_workers or min(8, os.cpu_count() or 2)
     decode = functools.partial(_decode_or_failure, max_side=max_side)
     with ThreadPoolExecutor(max_workers=decode_workers, thread_name_prefix="decode") as pool:
         decoded = _prefetch(pool, decode, images, ahead=2 * batch_size)

@@ -2,8 +2,7 @@
 
 On a CPU, the same network runs several times faster through OpenVINO or ONNX Runtime than
 through PyTorch (docs/benchmarks.md), with the same boxes within small tolerances
-(tests/integration/test_exported.py; the one difference, the padding of same-shaped batches, is
-in the README's "Runtimes"). Ultralytics' own exporter makes the export and Ultralytics
+(tests/integration/test_exported.py, on batches of mixed and of same-shaped photos). Ultralytics' own exporter makes the export and Ultralytics
 loads it (``YOLO(path, task="detect")``), so pre- and post-processing stay Ultralytics'.
 
 An export is made once per *key*: the weights' content hash, the runtime, the input size and the
@@ -81,7 +80,7 @@ class ExportKey:
     @property
     def folder_name(self) -> str:
         return (f"{self.stem}-{self.digest}-{self.runtime}-{self.image_size}px-b{self.batch}"
-                f"-ultralytics{self.exporter}")
+                f"-dynamic-ultralytics{self.exporter}")
 
     @property
     def model_name(self) -> str:
@@ -189,7 +188,10 @@ def _export(weights: Path, work: Path, key: ExportKey) -> None:
     shutil.copyfile(weights, copy)
     with quiet_ultralytics():
         written = YOLO(str(copy)).export(
-            format=key.runtime, imgsz=key.image_size, batch=key.batch, dynamic=False,
+            # Dynamic height and width: a batch of same-shaped photos is letterboxed into the
+            # smallest stride rectangle, as PyTorch does, so the boxes are PyTorch's; a static
+            # square input changed some (README "Runtimes") for a few percent of speed.
+            format=key.runtime, imgsz=key.image_size, batch=key.batch, dynamic=True,
             device="cpu", verbose=False,
         )
     copy.unlink()

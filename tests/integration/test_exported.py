@@ -53,9 +53,23 @@ def photos(coco_images) -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def torch_boxes(photos) -> list[Detections]:
+def same_shaped(coco_images) -> list[np.ndarray]:
+    """16 photos of one shape (640x480, as from one camera): PyTorch letterboxes such a batch
+    into a rectangle, not the square, and the exports must do the same."""
+    shaped = [image for image in (decode_image(p).pixels for p in coco_images)
+              if image.shape[:2] == (480, 640)][:16]
+    assert len(shaped) == 16
+    return shaped
+
+
+def _torch(images) -> list[Detections]:
     # batch 6: the last of three batches is short (4 images), on every runtime
-    return UltralyticsDetector(DetectorConfig(runtime="torch", batch_size=6)).predict(photos)
+    return UltralyticsDetector(DetectorConfig(runtime="torch", batch_size=6)).predict(images)
+
+
+@pytest.fixture(scope="module")
+def torch_boxes(photos) -> list[Detections]:
+    return _torch(photos)
 
 
 def agreement(reference: list[Detections], other: list[Detections]) -> dict[str, float]:
@@ -103,6 +117,17 @@ def test_exported_runtime_gives_the_same_boxes(runtime, photos, torch_boxes, exp
     assert figures["max_confidence_difference"] <= CONFIDENCE_TOLERANCE
     assert [d.image_wh for d in boxes] == [d.image_wh for d in torch_boxes]
     assert detector.class_names == UltralyticsDetector(DetectorConfig(runtime="torch")).class_names
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "onnx"])
+def test_exported_runtime_gives_the_same_boxes_on_same_shaped_photos(runtime, same_shaped):
+    boxes = UltralyticsDetector(DetectorConfig(runtime=runtime, batch_size=6)).predict(same_shaped)
+    figures = agreement(_torch(same_shaped), boxes)
+    print(runtime, "same-shaped", figures)
+    assert figures["considered"] > 40
+    assert figures["count_difference"] <= COUNT_TOLERANCE
+    assert figures["matched"] >= MATCHED_AT_LEAST
+    assert figures["max_confidence_difference"] <= CONFIDENCE_TOLERANCE
 
 
 def test_auto_is_openvino_on_the_cpu():
