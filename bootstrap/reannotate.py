@@ -35,7 +35,6 @@ from bootstrap.model_registry import ModelVersion, RegistryError
 from bootstrap.schema import (
     LABELS,
     PREDICTION_MODEL,
-    REVIEWED_TAG,
     STATE,
     TRIAGE_INPUT_STATES,
     TRIAGE_OUTPUT_STATES,
@@ -128,15 +127,14 @@ def resolve_model_version(config: PipelineConfig, dataset_classes=None) -> tuple
 def undecided_images(store, model_name: str) -> tuple[list, int, int]:
     """Images to re-annotate: ``(PendingImage list, skipped because a person touched them,
     skipped because ``model_name`` predicted them already)``."""
-    from bootstrap.store import PendingImage, is_human_decided
+    from bootstrap.store import PendingImage, touched_by_person
 
     projection = {"filepath": 1, "tags": 1, PREDICTION_MODEL: 1, f"{LABELS}.detections": 1}
     ids = store.ids_in_states(TRIAGE_INPUT_STATES)
     todo, human, already = [], 0, 0
     for start in range(0, len(ids), 1000):
         for doc in store.read_documents(ids[start:start + 1000], projection):
-            boxes = (doc.get(LABELS) or {}).get("detections") or []
-            if REVIEWED_TAG in (doc.get("tags") or []) or any(is_human_decided(b) for b in boxes):
+            if touched_by_person(doc):
                 human += 1
             elif doc.get(PREDICTION_MODEL) == model_name:
                 already += 1
@@ -213,13 +211,11 @@ def reannotate(config: PipelineConfig, model: str = "current", run_id: str | Non
 def _touched_meanwhile(store, sample_ids: list[str]) -> set[str]:
     from bson import ObjectId
 
-    from bootstrap.store import is_human_decided
+    from bootstrap.store import touched_by_person
 
     projection = {"tags": 1, STATE: 1, f"{LABELS}.detections": 1}
     touched = set()
     for doc in store.read_documents([ObjectId(i) for i in sample_ids], projection):
-        boxes = (doc.get(LABELS) or {}).get("detections") or []
-        if (REVIEWED_TAG in (doc.get("tags") or []) or doc.get(STATE) not in TRIAGE_INPUT_STATES
-                or any(is_human_decided(b) for b in boxes)):
+        if doc.get(STATE) not in TRIAGE_INPUT_STATES or touched_by_person(doc):
             touched.add(str(doc["_id"]))
     return touched

@@ -37,6 +37,7 @@ from bootstrap.schema import (
     REJECT_TAG,
     REVIEWED_AT,
     REVIEWED_BY,
+    REVIEWED_TAG,
     SIGNALS,
     STATE,
     ImageState,
@@ -467,6 +468,13 @@ class ImageStore:
 
 
 # -- the one rule: human labels are never overwritten ----------------------------------------
+
+
+def touched_by_person(doc: dict) -> bool:
+    """A person worked on the stored image ``doc`` (its ``tags`` and ``labels``): they finished
+    it (the ``reviewed`` tag) or decided one of its working boxes (``is_human_decided``)."""
+    boxes = (doc.get(LABELS) or {}).get("detections") or []
+    return REVIEWED_TAG in (doc.get("tags") or []) or any(is_human_decided(b) for b in boxes)
 
 
 def is_human_decided(box) -> bool:
