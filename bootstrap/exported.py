@@ -57,13 +57,11 @@ def choose_runtime(runtime: str, device: str) -> str:
     return runtime
 
 
-def export_batch(runtime: str, batch_size: int) -> int:
-    """The batch shape an export is made with. Static batch 1 for both runtimes: Ultralytics
-    splits a batch into single images for it, so a short final batch (or the tiles view's four
-    windows) costs no padded images, and on a 2-core CPU batch 1 is as fast per image as batch
-    16 (docs/benchmarks.md). ``batch_size`` stays the number of images per ``predict`` call."""
-    del runtime, batch_size  # one shape for all today; kept in the signature for a GPU runtime
-    return 1
+#: The batch shape of every export. Batch 1: Ultralytics splits a batch into single images for
+#: it, so a short final batch (or the tiles view's four windows) costs no padded images, and on a
+#: 2-core CPU batch 1 is as fast per image as batch 16 (docs/benchmarks.md).
+#: ``detector.batch_size`` stays the number of images per ``predict`` call.
+EXPORT_BATCH = 1
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ import numpy as np
 from bootstrap.config import DetectorConfig
 from bootstrap.detections import Detections, DetectorError
 from bootstrap.exported import (
+    EXPORT_BATCH,
     choose_runtime,
-    export_batch,
     exported_model,
     quiet_ultralytics,
 )
@@ -113,8 +113,7 @@ class UltralyticsDetector:
         warning) when it cannot be made or loaded: PyTorch runs the same weights, slower."""
         config = self._config
         try:
-            path = exported_model(weights, self.runtime, config.image_size,
-                                  export_batch(self.runtime, config.batch_size))
+            path = exported_model(weights, self.runtime, config.image_size, EXPORT_BATCH)
             with quiet_ultralytics():
                 model = self._load(str(path), task="detect")
                 # Load the runtime now (not at the first batch) so that a broken export falls
