@@ -75,18 +75,26 @@ def _working_boxes(store, sample_id: str) -> dict:
     return {d.id: d for d in sample.labels.detections}
 
 
-def _click_until(target, shown, tries: int = 3) -> None:
+def _click_until(target, shown, timeout: float = 90.0) -> None:
     """Click ``target`` until ``shown`` is visible: the App's React views may take a click
-    before they are live (a thumbnail still loading, a list not yet bound)."""
+    before they are live (a thumbnail still loading, a list not yet bound), and on a loaded
+    machine the view the click opens may take a while (the Annotate tab loads the label
+    schema first, and its header is not on the page meanwhile): click again only while the
+    target is there, and wait for ``shown`` until ``timeout``."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    for attempt in range(tries):
-        target.click()
+    deadline = time.monotonic() + timeout
+    while True:
+        if target.is_visible():
+            try:
+                target.click(timeout=5_000)
+            except PlaywrightTimeout:  # it went away between the check and the click
+                pass
         try:
             shown.wait_for(timeout=10_000)
             return
         except PlaywrightTimeout:
-            if attempt == tries - 1:
+            if time.monotonic() > deadline:
                 raise
 
 
