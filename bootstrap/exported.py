@@ -211,6 +211,35 @@ def quiet_ultralytics():
         LOGGER.setLevel(level)
 
 
+@contextlib.contextmanager
+def openvino_in_float32():
+    """OpenVINO models loaded inside this block compute in float32 on the CPU.
+
+    OpenVINO's CPU plugin computes in bfloat16 by default on CPUs that have it (AVX-512 BF16,
+    AMX): faster, but the boxes are no longer PyTorch's (confidences up to 0.09 apart on
+    coco128 photos, more boxes changed at 1280 px; README "Runtimes"), and which boxes a
+    dataset gets must not depend on the CPU it was annotated on. Ultralytics compiles the
+    model itself and takes no precision option, so the ``openvino.Core`` it makes here is one
+    whose ``compile_model`` asks for float32 (also when it recompiles for a new input shape).
+    """
+    import openvino
+
+    plain = openvino.Core
+
+    class Float32Core(plain):
+        def compile_model(self, model, device_name=None, config=None, **kwargs):
+            config = {"INFERENCE_PRECISION_HINT": openvino.Type.f32, **(config or {})}
+            if device_name is None:
+                return super().compile_model(model, config=config, **kwargs)
+            return super().compile_model(model, device_name, config, **kwargs)
+
+    openvino.Core = Float32Core
+    try:
+        yield
+    finally:
+        openvino.Core = plain
+
+
 def _remove_stale(folder: Path) -> None:
     for leftover in folder.glob(".tmp-*"):
         with contextlib.suppress(OSError):

@@ -7,6 +7,7 @@ there, Ultralytics downloads it as usual (which needs internet).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -21,6 +22,7 @@ from bootstrap.exported import (
     EXPORT_BATCH,
     choose_runtime,
     exported_model,
+    openvino_in_float32,
     quiet_ultralytics,
 )
 
@@ -114,7 +116,8 @@ class UltralyticsDetector:
         config = self._config
         try:
             path = exported_model(weights, self.runtime, config.image_size, EXPORT_BATCH)
-            with quiet_ultralytics():
+            precision = openvino_in_float32() if self.runtime == "openvino" else contextlib.nullcontext()
+            with quiet_ultralytics(), precision:
                 model = self._load(str(path), task="detect")
                 # Load the runtime now (not at the first batch) so that a broken export falls
                 # back here, and its start-up is outside the first batch's time.
