@@ -83,7 +83,7 @@ class DetectorConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] | str = Field("auto", description="auto, cpu, cuda or cuda:N.")
     # Exported runtimes (bootstrap.exported) give the same boxes several times faster on a CPU.
     runtime: Literal["auto", "torch", "openvino", "onnx"] = Field(
-        "auto", description="auto (OpenVINO on a CPU, PyTorch on CUDA), torch, openvino or onnx "
+        "auto", description="auto (ONNX Runtime on a CPU, PyTorch on CUDA), torch, openvino or onnx "
         "(the latter two export the weights once, cached).",
     )
     batch_size: int = Field(16, ge=1, le=1024, description="Images per model call.")

@@ -44,14 +44,15 @@ class ExportError(RuntimeError):
 
 def choose_runtime(runtime: str, device: str) -> str:
     """The runtime ``detector.runtime`` means on ``device`` (a resolved device: ``cpu``,
-    ``cuda``, ``cuda:N``): ``auto`` is OpenVINO on a CPU and PyTorch on CUDA (where PyTorch in
-    half precision is the fast path and OpenVINO does not run).
+    ``cuda``, ``cuda:N``): ``auto`` is ONNX Runtime on a CPU (in the pipeline the fastest of the
+    three there, and the leanest: docs/benchmarks.md) and PyTorch on CUDA (where PyTorch in half
+    precision is the fast path).
 
     Raises:
         ValueError: an unknown runtime, named with the valid ones.
     """
     if runtime == "auto":
-        return "torch" if device.startswith("cuda") else "openvino"
+        return "torch" if device.startswith("cuda") else "onnx"
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime '{runtime}'; use auto, {', '.join(RUNTIMES)}")
     return runtime

@@ -130,20 +130,42 @@ class UltralyticsDetector:
             return None
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Detections]:
-        if not images:
-            return []
         # Ultralytics takes numpy arrays as BGR (OpenCV's order).
         bgr = [np.ascontiguousarray(image[:, :, ::-1]) for image in images]
+        found: list[Detections | None] = [None] * len(bgr)
         with self._lock:
-            results = self._model.predict(
-                bgr,
-                conf=self._config.min_confidence,
-                iou=self._config.nms_iou,
-                imgsz=self._config.image_size,
-                device=self._device,
-                batch=self._config.batch_size,
-                verbose=False,
-                # Ultralytics warns that `half` is deprecated whenever it is given, even False.
-                **({"half": True} if self._half else {}),
-            )
-        return [Detections.from_ultralytics(result) for result in results]
+            for batch in self._batches(bgr):
+                results = self._model.predict(
+                    [bgr[i] for i in batch],
+                    conf=self._config.min_confidence,
+                    iou=self._config.nms_iou,
+                    imgsz=self._config.image_size,
+                    device=self._device,
+                    batch=self._config.batch_size,
+                    verbose=False,
+                    # Ultralytics warns that `half` is deprecated whenever it is given, even False.
+                    **({"half": True} if self._half else {}),
+                )
+                for i, result in zip(batch, results, strict=True):
+                    found[i] = Detections.from_ultralytics(result)
+        return found
+
+    def _batches(self, images: Sequence[np.ndarray]) -> list[list[int]]:
+        """The indices of ``images`` for each ``predict`` call: on a GPU the batch as given,
+        which it runs in parallel; on a CPU images of one shape together (see
+        ``batches_by_shape``)."""
+        if self._device != "cpu":
+            return [list(range(len(images)))] if images else []
+        return batches_by_shape([image.shape for image in images], self._config.batch_size)
+
+
+def batches_by_shape(shapes: Sequence[tuple[int, ...]], size: int) -> list[list[int]]:
+    """Indices of images grouped by shape, at most ``size`` per group, in order of first
+    appearance. Ultralytics letterboxes a batch of one shape into its smallest stride
+    rectangle (640x480 for a 4:3 photo) but a mixed batch into the padded square (a third more
+    pixels), and a CPU gains nothing from batching: per shape, PyTorch ran 1.7x and OpenVINO
+    1.2x as many images per second (docs/benchmarks.md)."""
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, shape in enumerate(shapes):
+        by_shape.setdefault(tuple(shape), []).append(i)
+    return [group[j:j + size] for group in by_shape.values() for j in range(0, len(group), size)]

@@ -133,8 +133,8 @@ def test_exported_runtime_gives_the_same_boxes_on_same_shaped_photos(runtime, sa
     assert figures["max_confidence_difference"] <= CONFIDENCE_TOLERANCE
 
 
-def test_auto_is_openvino_on_the_cpu():
-    assert UltralyticsDetector(DetectorConfig(device="cpu")).runtime == "openvino"
+def test_auto_is_onnx_runtime_on_the_cpu():
+    assert UltralyticsDetector(DetectorConfig(device="cpu")).runtime == "onnx"
 
 
 def test_an_export_is_made_once_and_a_changed_weights_file_is_exported_again(tmp_path, photos):

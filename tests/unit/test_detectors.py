@@ -58,3 +58,13 @@ def test_bad_detector_registrations_are_refused(monkeypatch, prefix, message):
     monkeypatch.setattr(detectors, "_BACKENDS", {"taken:": lambda config: None})
     with pytest.raises(ValueError, match=message):
         detectors.register_detector(prefix, _FakeDetector)
+
+
+def test_a_cpu_batch_is_split_by_image_shape_in_order_and_size():
+    from bootstrap.yolo import batches_by_shape
+
+    shapes = [(480, 640, 3), (640, 480, 3), (480, 640, 3), (427, 640, 3), (480, 640, 3),
+              (640, 480, 3)]
+    assert batches_by_shape(shapes, 16) == [[0, 2, 4], [1, 5], [3]]
+    assert batches_by_shape(shapes, 2) == [[0, 2], [4], [1, 5], [3]]
+    assert batches_by_shape([], 16) == []

@@ -12,7 +12,7 @@ from bootstrap.exported import EXPORTS_ENV, choose_runtime, export_key, exports_
 @pytest.mark.parametrize(
     ("runtime", "device", "expected"),
     [
-        ("auto", "cpu", "openvino"),
+        ("auto", "cpu", "onnx"),
         ("auto", "cuda", "torch"),
         ("auto", "cuda:1", "torch"),
         ("torch", "cpu", "torch"),
