@@ -76,7 +76,8 @@ def _tuned(args: argparse.Namespace, paths: list[str]) -> dict:
 
 
 def _default(args: argparse.Namespace, paths: list[str]) -> dict:
-    """Ultralytics' default loop: predict over the whole file list (its default batch, 1)."""
+    """Ultralytics' default loop: predict over the whole file list (Ultralytics 8.4 letterboxes a
+    list of paths as one batch, padded to the square: hence its peak memory)."""
     from ultralytics import YOLO
 
     from bootstrap.yolo import resolve_weights

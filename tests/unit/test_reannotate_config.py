@@ -16,11 +16,11 @@ def _version(tmp_path, classes):
 
 
 def test_a_version_replaces_the_first_model_and_the_views_and_second_model_stay(tmp_path):
-    config = load_config(None, {"dataset": "street"})  # the default: yolov8n + yolo26n, large
+    config = load_config(None, {"dataset": "street"})  # the default: yolov8n + yolo26n, tiles
     version = _version(tmp_path, ["person", "car"])
     changed = version_config(config, version, ["person", "car"])
     assert changed.detector.model == version.weights
-    assert changed.detector.second_model == "yolo26n.pt" and changed.detector.tta == ("large",)
+    assert changed.detector.second_model == "yolo26n.pt" and changed.detector.tta == ("tiles",)
     assert changed.ontology is None and changed.triage == config.triage
 
 
