@@ -217,8 +217,7 @@ def openvino_in_float32():
     """OpenVINO models loaded inside this block compute in float32 on the CPU.
 
     OpenVINO's CPU plugin computes in bfloat16 by default on CPUs that have it (AVX-512 BF16,
-    AMX): faster, but the boxes are no longer PyTorch's (confidences up to 0.09 apart on
-    coco128 photos, more boxes changed at 1280 px; README "Runtimes"), and which boxes a
+    AMX): faster, but the boxes are no longer PyTorch's (README "Runtimes"), and which boxes a
     dataset gets must not depend on the CPU it was annotated on. Ultralytics compiles the
     model itself and takes no precision option, so the ``openvino.Core`` it makes here is one
     whose ``compile_model`` asks for float32 (also when it recompiles for a new input shape).

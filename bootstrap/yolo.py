@@ -163,8 +163,7 @@ def batches_by_shape(shapes: Sequence[tuple[int, ...]], size: int) -> list[list[
     """Indices of images grouped by shape, at most ``size`` per group, in order of first
     appearance. Ultralytics letterboxes a batch of one shape into its smallest stride
     rectangle (640x480 for a 4:3 photo) but a mixed batch into the padded square (a third more
-    pixels), and a CPU gains nothing from batching: per shape, PyTorch ran 1.7x and OpenVINO
-    1.2x as many images per second (docs/benchmarks.md)."""
+    pixels), and a CPU gains nothing from batching (measured: docs/benchmarks.md)."""
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for i, shape in enumerate(shapes):
         by_shape.setdefault(tuple(shape), []).append(i)
