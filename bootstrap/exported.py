@@ -240,6 +240,26 @@ def openvino_in_float32():
         openvino.Core = plain
 
 
+@contextlib.contextmanager
+def torch_single_threaded():
+    """PyTorch uses one CPU thread inside this block, then as many as before.
+
+    With an exported model PyTorch does only Ultralytics' small steps around it (scaling the
+    input, non-maximum suppression); its thread pool spins between them on the cores the
+    runtime's own threads need (docs/benchmarks.md). Process-wide, like any PyTorch thread
+    setting: the block is kept to one ``predict`` call, so training or a PyTorch model called
+    afterwards gets every thread back.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _remove_stale(folder: Path) -> None:
     for leftover in folder.glob(".tmp-*"):
         with contextlib.suppress(OSError):

@@ -24,6 +24,7 @@ from bootstrap.exported import (
     exported_model,
     openvino_in_float32,
     quiet_ultralytics,
+    torch_single_threaded,
 )
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,8 @@ class UltralyticsDetector:
         # Ultralytics takes numpy arrays as BGR (OpenCV's order).
         bgr = [np.ascontiguousarray(image[:, :, ::-1]) for image in images]
         found: list[Detections | None] = [None] * len(bgr)
-        with self._lock:
+        exported_on_cpu = self.runtime != "torch" and self._device == "cpu"
+        with self._lock, torch_single_threaded() if exported_on_cpu else contextlib.nullcontext():
             for batch in self._batches(bgr):
                 results = self._model.predict(
                     [bgr[i] for i in batch],

@@ -6,7 +6,13 @@ import os
 import pytest
 
 from bootstrap.config import ConfigError, DetectorOptions, load_pipeline_config, validate_config
-from bootstrap.exported import EXPORTS_ENV, choose_runtime, export_key, exports_folder
+from bootstrap.exported import (
+    EXPORTS_ENV,
+    choose_runtime,
+    export_key,
+    exports_folder,
+    torch_single_threaded,
+)
 
 
 @pytest.mark.parametrize(
@@ -89,3 +95,18 @@ def test_exports_lie_beside_the_weights_unless_that_folder_is_read_only(tmp_path
         shared.chmod(0o755)
     monkeypatch.setenv(EXPORTS_ENV, str(tmp_path / "chosen"))
     assert exports_folder(writable / "w.pt") == tmp_path / "chosen"
+
+
+def test_torch_single_threaded_gives_the_threads_back_also_after_an_error():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(RuntimeError):
+            with torch_single_threaded():
+                assert torch.get_num_threads() == 1
+                raise RuntimeError("a failed predict")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
