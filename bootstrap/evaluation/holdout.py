@@ -176,6 +176,9 @@ class Policy:
         windows: per view, the largest box it can report (relative width, height), for views
             that see only part of the image (tiles); fusion then counts such a view only for
             boxes that fit.
+        check_accepted: the reviewer checks every kept box of an image it opens (True), or
+            only the boxes routed to review: the accepted ones are shown as context, need no
+            decision and ship unchecked, as on an ``auto_accepted`` image (False).
     """
 
     name: str
@@ -193,6 +196,7 @@ class Policy:
     order: str = "priority"
     prior_boxes: float = 150.0
     windows: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    check_accepted: bool = True
 
     def view_families(self) -> tuple[str, ...]:
         return self.families or tuple(BASE_FAMILY for _ in self.views)
@@ -322,8 +326,12 @@ def simulate_loop(
     from bootstrap.learning import recalibrate
     from bootstrap.stopping import ImageRecord, audit_sample, estimate_quality
 
+    if not policy.check_accepted and (policy.learn or policy.stop):
+        # Both would read unchecked boxes as confirmed: not modelled (yet).
+        raise ValueError("check_accepted=False: learning and the stopping rule need every box checked")
     result = LoopResult(len(items), sum(i.truth_count for i in items), cost=cost)
     reviewed: dict[int, ImageRecord] = {}
+    unchecked_wrong: dict[int, int] = {}  # wrong accepted boxes left on opened images
     audit = set(audit_sample([i.case.key for i in items], policy.audit)) if policy.audit else set()
     config = triage
     while True:
@@ -343,18 +351,22 @@ def simulate_loop(
         for n in batch:
             item, outcome = items[n], outcomes[n]
             kept = np.array([r != Route.REJECT for r in outcome.routes], dtype=bool)
-            shown = item.proposals[kept]
-            hit, matched = match_boxes(shown.xyxy, list(shown.label), shown.confidence,
+            boxes = item.proposals[kept]
+            hit, matched = match_boxes(boxes.xyxy, list(boxes.label), boxes.confidence,
                                        item.case.truth_xyxy, list(item.case.truth_labels))
-            result.opened += 1
-            result.shown += len(shown)
-            result.rejected += int((~hit).sum())
-            result.drawn += int((~matched).sum())
             audited = item.case.key in audit and outcome.state != ImageState.NEEDS_REVIEW
-            result.audited += audited
             accepted = np.array([r == Route.ACCEPT for r in outcome.routes], dtype=bool)[kept]
+            # An audit checks everything; otherwise accepted boxes may ship unchecked.
+            checked = np.ones(len(boxes), dtype=bool) if policy.check_accepted or audited else ~accepted
+            result.opened += 1
+            result.shown += int(checked.sum())
+            result.rejected += int((~hit & checked).sum())
+            result.drawn += int((~matched).sum())
+            result.audited += audited
+            unchecked_wrong[n] = int((~hit & ~checked).sum())
             reviewed[n] = ImageRecord(
-                "reviewed", int(accepted.sum()), item.truth_count, int(hit[accepted].sum()), audited,
+                "reviewed", int((accepted & checked).sum()), item.truth_count,
+                int(hit[accepted & checked].sum()), audited,
             )
         if policy.learn:
             updated = recalibrate(triage, [items[n] for n in reviewed], prior_boxes=policy.prior_boxes)
@@ -377,6 +389,7 @@ def simulate_loop(
     for n, item in enumerate(items):
         if n in reviewed:
             result.tp += item.truth_count
+            result.fp += unchecked_wrong[n]
             continue
         outcome = _triage(item, config)
         if outcome.state != ImageState.AUTO_ACCEPTED:
@@ -575,15 +588,17 @@ def triage_grid(
 
 def fit_scores_and_thresholds(
     candidates: Sequence[TriageConfig], targets: tuple[float, float] = (0.97, 0.95), margin: float = 0.02,
+    policy: Policy | None = None,
 ) -> ThresholdFit:
     """A ``Policy.fit``: the score model fitted on the training folds' proposals and ground truth
-    (``bootstrap.learning.fit_score_model``), then the thresholds on that score (``fit_grid``)."""
+    (``bootstrap.learning.fit_score_model``), then the thresholds on that score (``fit_grid``,
+    played with ``policy``'s review rules)."""
     from bootstrap.learning import fit_score_model, relative_xywh
 
     def fit(train: Sequence[Proposed]) -> TriageConfig:
         model = score_model_of(train)
         scored = [c.model_copy(update={"score_model": model}) for c in candidates]
-        return fit_grid(scored, targets, margin)(train)
+        return fit_grid(scored, targets, margin, policy)(train)
 
     def score_model_of(train):
         return fit_score_model(

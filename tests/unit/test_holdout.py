@@ -128,6 +128,20 @@ def test_the_loop_costs_what_a_reviewer_does_and_scores_the_export():
     assert folds.pooled.review_seconds == result.review_seconds
 
 
+def test_accepted_boxes_left_unchecked_cost_nothing_and_ship_as_they_are():
+    # Opened for its dog (0.5); the two cars are accepted (0.9), one of them wrong.
+    case = _case("c", [("car", 10, 10, 50, 50), ("dog", 100, 10, 150, 60)],
+                 [("car", 0.9, 10, 10, 50, 50), ("car", 0.9, 120, 60, 180, 90), ("dog", 0.5, 100, 10, 150, 60)])
+    triage = TriageConfig(class_confusion_iou=None, likely_misses_at=None)
+    found = {}
+    for check in (True, False):
+        policy = Policy("p", ("v",), triage=triage, check_accepted=check)
+        result = simulate_loop([propose(case, policy)], policy, triage)
+        found[check] = (result.opened, result.shown, result.rejected, result.drawn, result.tp, result.fp)
+    assert found[True] == (1, 3, 1, 0, 2, 0)
+    assert found[False] == (1, 1, 0, 0, 2, 1)
+
+
 def test_learned_thresholds_move_with_evidence_and_shrink_to_the_prior():
     prior = TriageConfig(accept=0.7, reject=0.25)
     evidence = [("car", s, True) for s in np.linspace(0.4, 0.99, 60)]
@@ -160,3 +174,11 @@ def test_stopping_rule_needs_an_audit_and_meets_targets_on_clean_evidence():
         ImageRecord("auto_accepted", accepted=2) for _ in range(20)]
     worse = estimate_quality(lossy)
     assert worse.recall < 0.95 and not worse.met()
+
+
+def test_unchecked_accepted_boxes_refuse_learning_and_the_stopping_rule():
+    case = _case("c", [("car", 10, 10, 50, 50)], [("car", 0.5, 10, 10, 50, 50)])
+    for loop in ({"learn": True}, {"stop": True}):
+        policy = Policy("p", ("v",), check_accepted=False, **loop)
+        with pytest.raises(ValueError, match="check_accepted"):
+            simulate_loop([propose(case, policy)], policy, policy.triage)
