@@ -50,6 +50,9 @@ class ImageRecord:
     images: ``truth`` (boxes a person confirmed or drew), and for audited ones (sampled while
     not queued for review) also ``accepted`` boxes triage would have exported unreviewed and how
     many of them the person kept (``accepted_kept``). For unreviewed images: ``accepted``.
+    ``unchecked``: on a reviewed image, accepted boxes that shipped without a person's check
+    (a review that checks only the boxes routed to review); they are estimated like the
+    accepted boxes of unreviewed images and are not part of ``truth``.
     """
 
     state: str
@@ -57,6 +60,7 @@ class ImageRecord:
     truth: int | None = None
     accepted_kept: int | None = None
     audited: bool = False
+    unchecked: int = 0
 
 
 @dataclass(frozen=True)
@@ -118,15 +122,16 @@ def estimate_quality(records: Sequence[ImageRecord], seed: int = 0) -> QualityEs
     reviewed = [r for r in records if r.state == "reviewed"]
     audits = [r for r in reviewed if r.audited and r.accepted_kept is not None]
     exported = [r for r in records if r.state == "auto_accepted"]
+    unchecked = sum(r.unchecked for r in reviewed)
     left_out = [r for r in records if r.state not in ("reviewed", "auto_accepted", "failed")]
     common = dict(reviewed=len(reviewed), audited=len(audits), exported_unreviewed=len(exported),
                   left_out=len(left_out))
     truth = np.array([r.truth or 0 for r in reviewed], dtype=np.float64)
-    if exported and not audits:
+    if (exported or unchecked) and not audits:
         return QualityEstimate(None, None, None, None, **common,
                                note="no audited image yet: the unreviewed export cannot be judged")
     table = np.array([[r.accepted, r.accepted_kept, r.truth or 0] for r in audits], dtype=np.float64)
-    accepted_total = sum(r.accepted for r in exported)
+    accepted_total = sum(r.accepted for r in exported) + unchecked
     if not len(table):
         table = np.zeros((1, 3))
     precision, recall = _point(truth, table, accepted_total, len(exported), len(left_out))

@@ -178,7 +178,9 @@ class Policy:
             boxes that fit.
         check_accepted: the reviewer checks every kept box of an image it opens (True), or
             only the boxes routed to review: the accepted ones are shown as context, need no
-            decision and ship unchecked, as on an ``auto_accepted`` image (False).
+            decision and ship unchecked, as on an ``auto_accepted`` image (False; an audited
+            image is still checked whole). Unchecked boxes are no evidence for learning, and
+            the stopping rule estimates them from the audit (``ImageRecord.unchecked``).
     """
 
     name: str
@@ -305,6 +307,13 @@ def _triage(item: Proposed, config: TriageConfig):
     return triage_image(list(boxes.label), boxes.confidence, xywh, config, boxes.extras)
 
 
+def _without(item: Proposed, boxes: np.ndarray) -> Proposed:
+    """``item`` without the proposals at indices ``boxes``."""
+    keep = np.ones(len(item.proposals), dtype=bool)
+    keep[boxes] = False
+    return Proposed(item.case, item.proposals[keep], item.true_positive[keep])
+
+
 def _expected_seconds(outcome, cost: CostModel) -> float:
     kept = sum(route != Route.REJECT for route in outcome.routes)
     return cost.open_image + cost.verify_box * kept
@@ -326,12 +335,10 @@ def simulate_loop(
     from bootstrap.learning import recalibrate
     from bootstrap.stopping import ImageRecord, audit_sample, estimate_quality
 
-    if not policy.check_accepted and (policy.learn or policy.stop):
-        # Both would read unchecked boxes as confirmed: not modelled (yet).
-        raise ValueError("check_accepted=False: learning and the stopping rule need every box checked")
     result = LoopResult(len(items), sum(i.truth_count for i in items), cost=cost)
     reviewed: dict[int, ImageRecord] = {}
-    unchecked_wrong: dict[int, int] = {}  # wrong accepted boxes left on opened images
+    unchecked: dict[int, np.ndarray] = {}  # per opened image: its proposals shipped unchecked
+    unchecked_wrong: dict[int, int] = {}  # ... and how many of them are wrong
     audit = set(audit_sample([i.case.key for i in items], policy.audit)) if policy.audit else set()
     config = triage
     while True:
@@ -363,13 +370,16 @@ def simulate_loop(
             result.rejected += int((~hit & checked).sum())
             result.drawn += int((~matched).sum())
             result.audited += audited
+            unchecked[n] = np.flatnonzero(kept)[~checked]
             unchecked_wrong[n] = int((~hit & ~checked).sum())
             reviewed[n] = ImageRecord(
-                "reviewed", int((accepted & checked).sum()), item.truth_count,
-                int(hit[accepted & checked].sum()), audited,
+                "reviewed", int((accepted & checked).sum()), item.truth_count - int(hit[~checked].sum()),
+                int(hit[accepted & checked].sum()), audited, unchecked=int((~checked).sum()),
             )
         if policy.learn:
-            updated = recalibrate(triage, [items[n] for n in reviewed], prior_boxes=policy.prior_boxes)
+            # A box shipped unchecked is no evidence of whether it was right.
+            evidence = [_without(items[n], unchecked[n]) for n in reviewed]
+            updated = recalibrate(triage, evidence, prior_boxes=policy.prior_boxes)
             result.thresholds_changed += updated != config
             config = updated
         if policy.stop:

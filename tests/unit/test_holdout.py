@@ -176,9 +176,30 @@ def test_stopping_rule_needs_an_audit_and_meets_targets_on_clean_evidence():
     assert worse.recall < 0.95 and not worse.met()
 
 
-def test_unchecked_accepted_boxes_refuse_learning_and_the_stopping_rule():
-    case = _case("c", [("car", 10, 10, 50, 50)], [("car", 0.5, 10, 10, 50, 50)])
-    for loop in ({"learn": True}, {"stop": True}):
-        policy = Policy("p", ("v",), check_accepted=False, **loop)
-        with pytest.raises(ValueError, match="check_accepted"):
-            simulate_loop([propose(case, policy)], policy, policy.triage)
+def test_unchecked_boxes_are_no_evidence_and_the_stopping_rule_estimates_them(monkeypatch):
+    import bootstrap.learning
+
+    # Opened for its dog; its car (accepted) ships unchecked.
+    case = _case("c", [("car", 10, 10, 50, 50), ("dog", 100, 10, 150, 60)],
+                 [("car", 0.9, 10, 10, 50, 50), ("dog", 0.5, 100, 10, 150, 60)])
+    triage = TriageConfig(class_confusion_iou=None, likely_misses_at=None)
+    seen = []
+
+    def recalibrate(prior, items, **kwargs):
+        seen.extend(str(label) for item in items for label in item.proposals.label)
+        return prior
+
+    monkeypatch.setattr(bootstrap.learning, "recalibrate", recalibrate)
+    for check, evidence in ((True, ["car", "dog"]), (False, ["dog"])):
+        seen.clear()
+        policy = Policy("p", ("v",), triage=triage, check_accepted=check, learn=True)
+        result = simulate_loop([propose(case, policy)], policy, triage)
+        assert (result.shown, result.tp, result.fp) == (2 if check else 1, 2, 0)
+        assert seen == evidence
+
+    record = ImageRecord("reviewed", accepted=0, truth=1, accepted_kept=0, unchecked=1)
+    assert estimate_quality([record]).precision is None  # unchecked boxes need an audit
+    audit = ImageRecord("reviewed", accepted=4, truth=4, accepted_kept=3, audited=True)
+    estimate = estimate_quality([record, audit])
+    # The unchecked box is right 3 times in 4, by the audit.
+    assert estimate.precision == pytest.approx((1 + 4 + 0.75) / (1 + 4 + 1))
