@@ -266,6 +266,12 @@ class ReviewConfig(_Strict):
     # Share of the images triage does not send to review that are audited at random (at least
     # 2 images): the unbiased evidence of the stopping rule. 0 switches the audit off.
     audit: float = Field(0.05, ge=0.0, le=1.0)
+    # Whether reviewers check the boxes triage accepted on the images they open (true), or only
+    # the boxes routed to review (false): accepted boxes then ship unchecked, as on an
+    # auto_accepted image, unless tagged `reject` (audited images are always checked whole).
+    # A config without the key checks every box: what reviewers are asked to do does not change
+    # under a config written before the key existed (configs/default.yaml sets false).
+    check_accepted: bool = True
     # Targets of the exported labels the stopping rule checks.
     target_precision: float = Field(0.97, gt=0.0, le=1.0)
     target_recall: float = Field(0.95, gt=0.0, le=1.0)

@@ -16,6 +16,7 @@ from bson import ObjectId
 
 from bootstrap.documents import box_list_document
 from bootstrap.schema import (
+    AUDIT,
     LABELS,
     PREDICTIONS,
     PRIORITY,
@@ -24,8 +25,10 @@ from bootstrap.schema import (
     REVIEWED_BY,
     REVIEWED_TAG,
     STATE,
+    UNCHECKED,
     ImageState,
     Provenance,
+    Route,
 )
 from bootstrap.store import ImageStore
 
@@ -91,9 +94,26 @@ def queue_markdown(dataset: str, queue: ReviewQueue, states: dict[str, int]) -> 
     return "\n".join(lines)
 
 
-def apply_reviews(store: ImageStore, reviewer: str | None = None) -> dict[str, int]:
+def reviewer_instructions(check_accepted: bool) -> str:
+    """The contract in one sentence, for the review flow's pause form."""
+    decide = (
+        "Tag wrong boxes `reject`"
+        if check_accepted
+        else "Decide on the orange boxes (green, accepted ones ship as they are unless you tag them "
+        "`reject`; on an image with `audit: true` check every box), tag wrong ones `reject`"
+    )
+    return f"{decide}, draw missing ones, tag each finished image `reviewed`, then resume here."
+
+
+def apply_reviews(
+    store: ImageStore, reviewer: str | None = None, check_accepted: bool = True
+) -> dict[str, int]:
     """Apply what reviewers did on images tagged ``reviewed``: drop ``reject``-tagged boxes,
     mark the remaining boxes human-confirmed, set the state ``reviewed``.
+
+    ``check_accepted`` (``review.check_accepted``): whether reviewers check the boxes triage
+    accepted too. When not, an accepted box left on an image outside the audit ships as it
+    is: still ``provenance: auto``, marked ``unchecked``, never counted as a person's.
 
     Idempotent: an image already applied, with no new ``reject`` tag, is not touched again.
     Each image is one write (its boxes, state and reviewer together), made only if the image
@@ -108,9 +128,9 @@ def apply_reviews(store: ImageStore, reviewer: str | None = None) -> dict[str, i
         (F(STATE) != ImageState.REVIEWED.value) | has_reject
     )
     ids = [ObjectId(i) for i in view.values("id")]
-    report = {"images": 0, "confirmed": 0, "rejected": 0, "drawn": 0}
+    report = {"images": 0, "confirmed": 0, "rejected": 0, "drawn": 0, "unchecked": 0}
     for _ in range(APPLY_ATTEMPTS):
-        ids = _apply_images(store, ids, reviewer, report)
+        ids = _apply_images(store, ids, reviewer, report, check_accepted)
         if not ids:
             return report
     raise RuntimeError(
@@ -123,12 +143,14 @@ def apply_reviews(store: ImageStore, reviewer: str | None = None) -> dict[str, i
 APPLY_ATTEMPTS = 5
 
 
-def _apply_images(store: ImageStore, ids: list, reviewer: str | None, report: dict) -> list:
+def _apply_images(
+    store: ImageStore, ids: list, reviewer: str | None, report: dict, check_accepted: bool = True
+) -> list:
     """Apply the images ``ids`` (raw documents: one read, one conditional write each); adds
     what was applied to ``report`` and returns the ids that changed under us."""
     now = datetime.now(UTC).replace(tzinfo=None)
     changes, expected, counted = {}, {}, {}
-    projection = {LABELS: 1, STATE: 1, REVIEWED_BY: 1, "tags": 1}
+    projection = {LABELS: 1, STATE: 1, REVIEWED_BY: 1, "tags": 1, AUDIT: 1}
     for doc in store.read_documents(ids, projection):
         boxes = (doc.get(LABELS) or {}).get("detections") or []
         state = doc.get(STATE)
@@ -137,13 +159,22 @@ def _apply_images(store: ImageStore, ids: list, reviewer: str | None, report: di
             state == ImageState.REVIEWED.value and not rejects
         ):
             continue  # untagged meanwhile, or applied by another run meanwhile
-        counts = {"confirmed": 0, "rejected": 0, "drawn": 0}
+        counts = {"confirmed": 0, "rejected": 0, "drawn": 0, "unchecked": 0}
+        # An audited image is checked whole, whatever the contract (the stopping rule's evidence).
+        checks_accepted = check_accepted or bool(doc.get(AUDIT))
         kept = []
         for box in boxes:
             if REJECT_TAG in (box.get("tags") or []):
                 counts["rejected"] += 1
                 continue
-            if box.get("provenance") == Provenance.AUTO.value:
+            automatic = box.get("provenance") == Provenance.AUTO.value
+            if automatic and box.get("route") == Route.ACCEPT.value and (
+                box.get(UNCHECKED) or not checks_accepted
+            ):
+                counts["unchecked"] += 1
+                kept.append(box | {UNCHECKED: True})
+                continue
+            if automatic:
                 counts["confirmed"] += 1
             elif not box.get("confirmed"):
                 # Drawn by a person: with `provenance: human`, or with none (the App's Annotate

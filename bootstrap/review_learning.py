@@ -23,12 +23,14 @@ from bootstrap.config import TriageConfig, validate_config
 from bootstrap.evaluation.holdout import match_boxes
 from bootstrap.learning import PRIOR_BOXES, learn_thresholds
 from bootstrap.schema import (
+    AUDIT,
     BOX_EXTRAS,
     CONTENT_HASH,
     LABELS,
     PREDICTIONS,
     REJECT_TAG,
     STATE,
+    UNCHECKED,
     ImageState,
 )
 from bootstrap.stopping import DEFAULT_TARGETS, ImageRecord, QualityEstimate, estimate_quality
@@ -38,8 +40,6 @@ from bootstrap.triage import apply_triage, box_scores, thresholds
 log = logging.getLogger(__name__)
 
 LEARNED_INFO = "learned_triage"
-#: Sample field: the image was queued as part of the random audit (``bootstrap.stopping``).
-AUDIT = "audit"
 
 
 def effective_triage(store: ImageStore, config: TriageConfig) -> TriageConfig:
@@ -94,7 +94,13 @@ def learn_from_reviews(
     for _, preds, kept, _ in _reviewed_evidence(store):
         scores = _scores(prior, preds)
         hit, _ = match_boxes(_xyxy(preds), [b.label for b in preds], scores, _xyxy(kept), [b.label for b in kept])
-        evidence += [(b.label, float(score), bool(h)) for b, score, h in zip(preds, scores, hit, strict=True)]
+        # Where accepted boxes shipped unchecked, a box at an accepted score matching one of
+        # them is no evidence that it is right: only what a person checked teaches.
+        unchecked = any(getattr(b, UNCHECKED, False) for b in kept)
+        evidence += [
+            (b.label, float(score), bool(h)) for b, score, h in zip(preds, scores, hit, strict=True)
+            if not (unchecked and score >= thresholds(prior, b.label)[0])
+        ]
     learned, changes = learn_thresholds(prior, evidence, prior_boxes=prior_boxes)
     moved = [c for c in changes if c.accept[0] != c.accept[1] or c.reject[0] != c.reject[1]]
     routed = apply_triage(store, learned)
@@ -129,7 +135,9 @@ def quality_estimate(store: ImageStore, config: TriageConfig) -> QualityEstimate
         hit, _ = match_boxes(
             _xyxy(accepted), [b.label for b in accepted], scores[chosen], _xyxy(kept), [b.label for b in kept],
         )
-        records.append(ImageRecord("reviewed", len(accepted), len(kept), int(hit.sum()), audited))
+        unchecked = sum(1 for b in kept if getattr(b, UNCHECKED, False))
+        records.append(ImageRecord("reviewed", len(accepted), len(kept) - unchecked, int(hit.sum()),
+                                   audited, unchecked=unchecked))
     from fiftyone import ViewField as F
 
     waiting = store.dataset.match(F(STATE) != ImageState.REVIEWED.value)

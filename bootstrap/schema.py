@@ -41,6 +41,11 @@ PRIORITY = "priority"
 REVIEWED_BY = "reviewed_by"
 REVIEWED_AT = "reviewed_at"
 GROUND_TRUTH = "ground_truth"
+#: Sample field: the image was queued as part of the random audit (``bootstrap.stopping``).
+AUDIT = "audit"
+#: Box attribute ``review apply`` sets on an accepted box it ships unchecked (a review that
+#: checks only the boxes routed to review, ``review.check_accepted: false``).
+UNCHECKED = "unchecked"
 
 #: Sample tag a reviewer adds when done with an image; label tag for a wrong box.
 REVIEWED_TAG = "reviewed"

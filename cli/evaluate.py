@@ -70,8 +70,9 @@ def simulate_review(
             update={"class_confusion_iou": None, "likely_misses_at": None, "disagreement_at": None}
         )
     store = open_existing(dataset)
+    pipeline = pipeline_config(config, dataset)
     if folds is not None or loop:
-        _simulate_loop(store, dataset, ground_truth, thresholds, config, folds, batch, learn, stop, audit,
+        _simulate_loop(store, dataset, ground_truth, thresholds, pipeline, folds, batch, learn, stop, audit,
                        fit, CostModel(open_image=cost_image, verify_box=cost_verify, draw_box=cost_draw),
                        as_json)
         return
@@ -79,7 +80,7 @@ def simulate_review(
         report = run_simulation(
             store, ground_truth, thresholds, budget,
             CostModel(open_image=cost_image, verify_box=cost_verify, draw_box=cost_draw),
-            ontology_config=pipeline_config(config, dataset).ontology,
+            ontology_config=pipeline.ontology, check_accepted=pipeline.review.check_accepted,
         )
     except GroundTruthError as error:
         fail(str(error), code=2)
@@ -99,7 +100,7 @@ def simulate_review(
     )
 
 
-def _simulate_loop(store, dataset, ground_truth, thresholds, config, folds, batch, learn, stop, audit, fit,
+def _simulate_loop(store, dataset, ground_truth, thresholds, pipeline, folds, batch, learn, stop, audit, fit,
                    cost, as_json) -> None:
     from bootstrap.evaluation.ground_truth import GroundTruthError
     from bootstrap.evaluation.holdout import simulate_store
@@ -107,7 +108,8 @@ def _simulate_loop(store, dataset, ground_truth, thresholds, config, folds, batc
     try:
         result = simulate_store(
             store, ground_truth, thresholds, folds=folds, batch=batch, learn=learn, stop=stop,
-            audit=audit, fit=fit, ontology_config=pipeline_config(config, dataset).ontology, cost=cost,
+            audit=audit, fit=fit, ontology_config=pipeline.ontology, cost=cost,
+            check_accepted=pipeline.review.check_accepted,
         )
     except (GroundTruthError, ValueError) as error:
         fail(str(error), code=2)
@@ -155,7 +157,8 @@ def evaluate(
         from bootstrap.evaluation.simulation import cost_quality_curve
 
         curve = cost_quality_curve(
-            store, ground_truth, pipeline.triage, ontology_config=pipeline.ontology
+            store, ground_truth, pipeline.triage, ontology_config=pipeline.ontology,
+            check_accepted=pipeline.review.check_accepted,
         ) if simulate else None
         paths = write_report(dataset, evaluation, report, curve)
         result["report"] = {k: str(v) for k, v in paths.items()}

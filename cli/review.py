@@ -61,13 +61,15 @@ def apply(
     from bootstrap.review_learning import after_apply
 
     store = open_existing(dataset)
-    report = apply_reviews(store, reviewer or os.environ.get("USER"))
+    pipeline = pipeline_config(config, dataset)
+    report = apply_reviews(store, reviewer or os.environ.get("USER"), pipeline.review.check_accepted)
+    unchecked = f", {report['unchecked']} accepted boxes shipped unchecked" if report["unchecked"] else ""
     out.print(
         f"applied {report['images']} reviewed images: {report['confirmed']} boxes confirmed, "
-        f"{report['rejected']} rejected, {report['drawn']} drawn by hand",
+        f"{report['rejected']} rejected, {report['drawn']} drawn by hand{unchecked}",
         soft_wrap=True,
     )
-    followed = after_apply(store, pipeline_config(config, dataset), report, batch="cli")
+    followed = after_apply(store, pipeline, report, batch="cli")
     if followed["learning"]:
         entry = followed["learning"]
         out.print(

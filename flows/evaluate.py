@@ -37,7 +37,8 @@ def evaluate_labels(dataset: str, field: str) -> Evaluation:
 @task(cache_policy=NONE)
 def simulate_budgets(config: PipelineConfig, ground_truth: str) -> list[tuple[str, SimulationReport]]:
     store = ImageStore.open_existing(config.dataset)
-    return cost_quality_curve(store, Path(ground_truth), config.triage, ontology_config=config.ontology)
+    return cost_quality_curve(store, Path(ground_truth), config.triage, ontology_config=config.ontology,
+                              check_accepted=config.review.check_accepted)
 
 
 @task(cache_policy=NONE)

@@ -19,7 +19,7 @@ from prefect.input import RunInput
 from pydantic import Field
 
 from bootstrap.config import load_pipeline_config
-from bootstrap.review import ReviewQueue, apply_reviews, queue_markdown
+from bootstrap.review import ReviewQueue, apply_reviews, queue_markdown, reviewer_instructions
 from bootstrap.review_learning import (
     after_apply,
     effective_triage,
@@ -54,6 +54,11 @@ def queue_review_batch(dataset: str, budget: int | None, config_path: str | None
 
 
 @task(cache_policy=NONE)
+def instructions(dataset: str, config_path: str | None) -> str:
+    return reviewer_instructions(load_pipeline_config(config_path, dataset=dataset).review.check_accepted)
+
+
+@task(cache_policy=NONE)
 def export_quality(dataset: str, config_path: str | None) -> str:
     config = load_pipeline_config(config_path, dataset=dataset)
     targets = (config.review.target_precision, config.review.target_recall)
@@ -72,8 +77,9 @@ def count_states(dataset: str) -> dict[str, int]:
 
 
 @task(cache_policy=NONE)
-def apply_review_decisions(dataset: str, reviewer: str | None) -> dict[str, int]:
-    return apply_reviews(ImageStore.open_existing(dataset), reviewer)
+def apply_review_decisions(dataset: str, config_path: str | None, reviewer: str | None) -> dict[str, int]:
+    config = load_pipeline_config(config_path, dataset=dataset)
+    return apply_reviews(ImageStore.open_existing(dataset), reviewer, config.review.check_accepted)
 
 
 @flow(name="review", log_prints=True)
@@ -108,15 +114,15 @@ def review(
         wait_for_input=ReviewDone.with_initial_data(
             description=(
                 f"**{len(queue.sample_ids)} images** wait in the saved view `{queue.view_name}` of "
-                f"dataset `{dataset}` (open it with `bootstrap app {dataset}`). Tag wrong boxes "
-                "`reject`, draw missing ones, tag each finished image `reviewed`, then resume here."
+                f"dataset `{dataset}` (open it with `bootstrap app {dataset}`). "
+                + instructions(dataset, config_path)
             ),
             done=True,
         ),
         timeout=int(timeout_hours * 3600),
         poll_interval=2,
     )
-    applied = apply_review_decisions(dataset, answer.reviewer) if answer.done else {}
+    applied = apply_review_decisions(dataset, config_path, answer.reviewer) if answer.done else {}
     followed = learn_and_estimate(dataset, config_path, applied, batch=str(runtime.flow_run.id))
     create_markdown_artifact(
         markdown=f"# After the review of `{dataset}`\n\n{learning_markdown(followed['learning'])}\n\n"

@@ -72,17 +72,15 @@ def policies() -> list[tuple[str, Policy, bool]]:
         ("default views + learning after each batch of 8 (prior worth 40 boxes)",
          views_policy("learn40", default_views, fit=scored, batch=8, learn=True, prior_boxes=40), False),
         ("default views + learning after each batch of 8 (prior worth 150 boxes)",
-         views_policy("learn150", default_views, fit=scored, batch=8, learn=True, prior_boxes=150), True),
-        # Not the product's contract (yet): review apply, learning, the stopping rule and the
-        # review tools would have to treat unchecked boxes as unchecked (README).
+         views_policy("learn150", default_views, fit=scored, batch=8, learn=True, prior_boxes=150), False),
+        ("the previous default workflow: + random audit 5% and the stopping rule, every kept box checked",
+         views_policy("checked-loop", default_views, fit=scored, batch=8, learn=True, prior_boxes=150,
+                      audit=0.05, stop=True), False),
         ("tiles, accepted boxes on opened images shipped unchecked (accept tuned up to 0.95)",
-         views_policy("unchecked", default_views, fit=unchecked, check_accepted=False), False),
-        ("the same + the default loop (learning from checked boxes only, audit, stopping rule)",
-         views_policy("unchecked-loop", default_views, fit=unchecked, check_accepted=False, batch=8,
-                      learn=True, prior_boxes=150, audit=0.05, stop=True), False),
-        ("**default workflow**: + random audit 5% and the stopping rule",
-         views_policy("default", default_views, fit=scored, batch=8, learn=True, prior_boxes=150,
-                      audit=0.05, stop=True), True),
+         views_policy("unchecked", default_views, fit=unchecked, check_accepted=False), True),
+        ("**default workflow**: the same + the default loop (learning from checked boxes only, audit, stopping rule)",
+         views_policy("default", default_views, fit=unchecked, check_accepted=False, batch=8,
+                      learn=True, prior_boxes=150, audit=0.05, stop=True), True),
     ]
 
 

@@ -537,7 +537,7 @@ def fit_calibrated(target_precision: float = 0.95, min_boxes: int = 20, base: Tr
 def simulate_store(
     store, ground_truth, triage: TriageConfig, folds: int | None = None, batch: int | None = None,
     learn: bool = True, stop: bool = False, audit: float = 0.0, fit: str = "config",
-    ontology_config=None, cost: CostModel = CostModel(),
+    ontology_config=None, cost: CostModel = CostModel(), check_accepted: bool = True,
 ) -> dict:
     """``simulate-review --folds/--loop``: the review loop on a dataset's stored predictions
     (``cases_from_store``), per fold (thresholds fitted on the other folds) or on all images.
@@ -552,6 +552,7 @@ def simulate_store(
     cases = cases_from_store(store, ground_truth, Ontology(ontology_config))
     policy = Policy(
         "stored", (STORED_VIEW,), triage=triage, batch=batch, learn=learn, stop=stop, audit=audit,
+        check_accepted=check_accepted,
         fit=fit_calibrated(base=triage) if fit == "calibrate" else None,
     )
     if folds is None:

@@ -21,7 +21,15 @@ from bootstrap.evaluation.ground_truth import import_ground_truth
 from bootstrap.evaluation.metrics import final_quality
 from bootstrap.ontology import Ontology
 from bootstrap.review import apply_reviews, build_review_queue
-from bootstrap.schema import GROUND_TRUTH, LABELS, REJECT_TAG, REVIEWED_TAG, Provenance
+from bootstrap.schema import (
+    AUDIT,
+    GROUND_TRUTH,
+    LABELS,
+    REJECT_TAG,
+    REVIEWED_TAG,
+    Provenance,
+    Route,
+)
 from bootstrap.store import ImageStore
 from bootstrap.triage import apply_triage
 
@@ -47,9 +55,13 @@ class SimulationReport:
         return asdict(self) | {"cost_fraction": round(self.cost_fraction, 4)}
 
 
-def simulate_reviewer(store: ImageStore, sample_ids: tuple[str, ...], iou: float = 0.5) -> dict:
+def simulate_reviewer(
+    store: ImageStore, sample_ids: tuple[str, ...], iou: float = 0.5, check_accepted: bool = True
+) -> dict:
     """Play the reviewer on ``sample_ids`` from the ``ground_truth`` field, through the same
     contract a person follows: tag wrong boxes ``reject``, draw missed ones, tag ``reviewed``.
+    Without ``check_accepted`` (``review.check_accepted``) the boxes triage accepted are left
+    as they are, right or wrong, except on audited images.
 
     Returns counts: verified (boxes looked at), rejected, drawn.
     """
@@ -60,9 +72,14 @@ def simulate_reviewer(store: ImageStore, sample_ids: tuple[str, ...], iou: float
         LABELS, gt_field=GROUND_TRUTH, eval_key="simreview", iou=iou, classwise=True
     )
     counts = {"verified": 0, "rejected": 0, "drawn": 0}
+    audits = AUDIT in store.dataset.get_field_schema()
     for sample in view.iter_samples(autosave=True, batch_size=200):
         working = sample[LABELS] or fo.Detections()
+        checks_accepted = check_accepted or (audits and bool(sample[AUDIT]))
         for box in working.detections:
+            automatic = getattr(box, "provenance", None) == Provenance.AUTO.value
+            if not checks_accepted and automatic and getattr(box, "route", None) == Route.ACCEPT.value:
+                continue  # shown as context, no decision asked
             counts["verified"] += 1
             if box["simreview"] == "fp" and REJECT_TAG not in box.tags:
                 box.tags.append(REJECT_TAG)
@@ -85,7 +102,7 @@ def simulate_reviewer(store: ImageStore, sample_ids: tuple[str, ...], iou: float
 
 
 def simulate_review(
-    store: ImageStore, budget: int | None = None, cost: CostModel = CostModel()
+    store: ImageStore, budget: int | None = None, cost: CostModel = CostModel(), check_accepted: bool = True,
 ) -> SimulationReport:
     """Queue up to ``budget`` images, play the reviewer on them from ``ground_truth``, apply the
     reviews, and report human seconds and the resulting precision/recall.
@@ -93,8 +110,8 @@ def simulate_review(
     The dataset must already be triaged and hold ``ground_truth``; it is changed (use a clone).
     """
     queue = build_review_queue(store, budget)
-    counts = simulate_reviewer(store, queue.sample_ids)
-    apply_reviews(store, reviewer="simulation")
+    counts = simulate_reviewer(store, queue.sample_ids, check_accepted=check_accepted)
+    apply_reviews(store, reviewer="simulation", check_accepted=check_accepted)
     quality = final_quality(store)
     images = len(store.dataset)
     gt_boxes = store.dataset.count(f"{GROUND_TRUTH}.detections")
@@ -119,11 +136,12 @@ def run_simulation(
     budget: int | None = None,
     cost: CostModel = CostModel(),
     ontology_config: OntologyConfig | None = None,
+    check_accepted: bool = True,
 ) -> SimulationReport:
     """Clone ``store``'s dataset, import ground truth, (re)triage with ``triage``, play the
     reviewer on up to ``budget`` images and report cost and quality. The clone is deleted."""
     with _prepared_clone(store, ground_truth, triage, ontology_config) as prepared:
-        return simulate_review(prepared, budget, cost)
+        return simulate_review(prepared, budget, cost, check_accepted)
 
 
 def cost_quality_curve(
@@ -133,6 +151,7 @@ def cost_quality_curve(
     budget_fractions: tuple[float | None, ...] = (0.0, 0.125, 0.25, 0.5, None),
     cost: CostModel = CostModel(),
     ontology_config: OntologyConfig | None = None,
+    check_accepted: bool = True,
 ) -> list[tuple[str, SimulationReport]]:
     """One review simulation per budget (a fraction of the dataset's images; None: every image
     that needs review), for the cost-vs-quality curve. Ground truth is imported and triage run
@@ -143,7 +162,7 @@ def cost_quality_curve(
         for fraction in budget_fractions:
             budget = None if fraction is None else int(round(fraction * images))
             with _throwaway_clone(prepared, "budget") as scratch:
-                report = simulate_review(scratch, budget, cost)
+                report = simulate_review(scratch, budget, cost, check_accepted)
             points.append(("all" if budget is None else str(budget), report))
     return points
 

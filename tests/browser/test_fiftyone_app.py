@@ -193,7 +193,8 @@ def test_review_in_the_app_then_apply(app_on_queue, dataset_name, page, shots):
     # the finished image exactly as the person saw it; apply makes both decisions final.
     _bootstrap("triage", dataset_name)
     assert set(_working_boxes(store, first)) == set(before) | {drawn_id}
-    applied = _bootstrap("review", "apply", dataset_name, "--reviewer", "ana").stdout
+    # Applied under a contract that checks every box (no `review.check_accepted: false`).
+    applied = _bootstrap("review", "apply", dataset_name, "--reviewer", "ana", "--config", PLAIN_CONFIG).stdout
     kept = len(before) - 1
     assert (f"applied 1 reviewed images: {kept} boxes confirmed, 1 rejected, 1 drawn by hand"
             in " ".join(applied.split())), applied

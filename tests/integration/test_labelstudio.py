@@ -256,7 +256,7 @@ def test_round_trip_through_a_real_label_studio(label_studio, image_folder, data
     assert {k: v for k, v in after.items() if k != sid} == {k: v for k, v in before.items() if k != sid}
 
     assert apply_reviews(store, reviewer="someone-else") == {
-        "images": 1, "confirmed": 1 + len(rest), "rejected": 2, "drawn": 2,
+        "images": 1, "confirmed": 1 + len(rest), "rejected": 2, "drawn": 2, "unchecked": 0,
     }
     final = store.dataset[sid]
     assert final.state == "reviewed" and final.reviewed_by == USER
@@ -285,6 +285,6 @@ def test_round_trip_through_a_real_label_studio(label_studio, image_folder, data
     result = CliRunner().invoke(app, ["review", "pull", dataset_name])
     assert result.exit_code == 0, result.output
     assert "0 images pulled" in result.output and "1 unchanged since the last pull" in result.output
-    assert apply_reviews(store) == {"images": 0, "confirmed": 0, "rejected": 0, "drawn": 0}
+    assert apply_reviews(store) == {"images": 0, "confirmed": 0, "rejected": 0, "drawn": 0, "unchecked": 0}
     assert _snapshot(store) == settled
     client.close()

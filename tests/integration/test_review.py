@@ -78,14 +78,16 @@ def test_reviewer_contract_is_applied_exactly_once(annotated):
     sample.save()
 
     report = apply_reviews(store, reviewer="tester")
-    assert report == {"images": 1, "confirmed": len(boxes) - 2, "rejected": 1, "drawn": 1}
+    assert report == {"images": 1, "confirmed": len(boxes) - 2, "rejected": 1, "drawn": 1, "unchecked": 0}
     applied = store.dataset[sample.id]
     assert applied.state == "reviewed" and applied.reviewed_by == "tester"
     assert len(applied.labels.detections) == len(boxes) - 1
     assert all(d.provenance == "human" and d.confirmed for d in applied.labels.detections)
     before = _human_boxes(store)
 
-    assert apply_reviews(store, reviewer="tester") == {"images": 0, "confirmed": 0, "rejected": 0, "drawn": 0}
+    assert apply_reviews(store, reviewer="tester") == {
+        "images": 0, "confirmed": 0, "rejected": 0, "drawn": 0, "unchecked": 0,
+    }
     assert _human_boxes(store) == before
 
 
@@ -107,7 +109,7 @@ def test_box_drawn_without_provenance_survives_retriage_and_counts_as_drawn(anno
     sample.tags.append("reviewed")
     sample.save()
     assert apply_reviews(store, reviewer="tester") == {
-        "images": 1, "confirmed": autos, "rejected": 0, "drawn": 1,
+        "images": 1, "confirmed": autos, "rejected": 0, "drawn": 1, "unchecked": 0,
     }
     final = {d.id: d for d in store.dataset[sample.id].labels.detections}
     assert final[drawn_id].provenance == "human" and final[drawn_id].confirmed

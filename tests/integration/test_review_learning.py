@@ -83,3 +83,31 @@ def test_simulate_review_folds_reports_each_fold_and_the_pool(annotated):
     assert sum(f["images"] for f in report["folds"]) == report["pooled"]["images"] == 6
     assert 0 < report["pooled"]["cost_fraction"] <= 1.5
     assert report["pooled"]["recall"] > 0.5
+
+
+def test_accepted_boxes_left_unchecked_ship_as_automatic_and_teach_nothing(annotated):
+    store, config = annotated
+    review = config.review.model_copy(update={"check_accepted": False, "audit": 0.0})
+    config = config.model_copy(update={"review": review})
+    queue = queue_batch(store, config, budget=6)
+    queued = store.dataset.select(list(queue.sample_ids))
+    routes = [r for boxes in queued.values("labels.detections.route") for r in boxes or []]
+    accepted = routes.count("accept")
+    assert accepted and len(routes) > accepted  # both kinds on the queued images
+
+    counts = simulate_reviewer(store, queue.sample_ids, check_accepted=False)
+    assert counts["verified"] == len(routes) - accepted  # accepted boxes asked no decision
+    applied = apply_reviews(store, reviewer="test", check_accepted=False)
+    assert applied["unchecked"] == accepted
+    for sample in store.dataset.match({"state": "reviewed"}):
+        for box in sample.labels.detections:
+            unchecked = getattr(box, "unchecked", False)
+            # An unchecked box is never passed off as a person's.
+            assert (box.provenance == "auto") == unchecked == (getattr(box, "route", None) == "accept")
+
+    estimate = quality_estimate(store, config.triage)
+    assert estimate.precision is None  # unchecked boxes need the audit's evidence
+    checked_evidence = after_apply(store, config, applied)["learning"]["evidence_boxes"]
+    predictions = sum(len(p or []) for p in store.dataset.match({"state": "reviewed"}).values(
+        "predictions.detections"))
+    assert 0 < checked_evidence < predictions
