@@ -155,7 +155,8 @@ def main() -> None:
     classes = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
     default = load_config()
     triage = default.triage
-    loop = dict(batch=8, learn=True, prior_boxes=150, audit=0.05, stop=True)
+    loop = dict(batch=8, learn=True, prior_boxes=150, audit=0.05, stop=True,
+                check_accepted=default.review.check_accepted)
     families = ("base", "second", "base", "second")
     before_policy = Policy("before", VIEWS, families, **loop)
     report = {"dataset": str(root), "shift": args.shift, "runs": []}
