@@ -3,7 +3,9 @@
 The reviewer's contract (README, "Reviewing"): on an image of the queue, tag a wrong box of
 ``labels`` with the label tag ``reject``; add a missing box to ``labels`` with
 ``provenance="human"``; when done, add the sample tag ``reviewed``. ``apply_reviews``
-(``bootstrap review apply``) then makes those decisions final.
+(``bootstrap review apply``) then makes those decisions final. With
+``review.check_accepted: false`` only the boxes routed to review ask for a decision; accepted
+boxes left on the image ship unchecked (audit images are checked whole).
 """
 
 from __future__ import annotations
