@@ -17,6 +17,7 @@ each side also reports the GPU's mean utilisation and peak memory (nvidia-smi, w
 
     make bench                       # 128 coco128-train images, yolov8n, batch 16, 640
     make bench BENCH_ARGS="--images 64 --rounds 2 --sides tuned,annotate:openvino"
+    make bench BENCH_ARGS="--repeat 8"   # the 128 photos as 1024 files: a long run's rate
     python scripts/bench.py --device cuda --runtime torch      # the same, unchanged, on a GPU
 """
 
@@ -219,6 +220,21 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def _repeated(paths: list[str], times: int) -> list[str]:
+    """``paths``, then ``times - 1`` copies of each under ``.bench/`` (made once): the same
+    JPEG with k bytes after its end marker, so decoders read the same pixels while discovery,
+    which recognises copies by content hash, registers each as an image of its own."""
+    folder = ROOT / ".bench" / f"repeat-{len(paths)}x{times}"
+    copies = [folder / f"{Path(p).stem}-{k}.jpg" for k in range(1, times) for p in paths]
+    if not all(c.exists() for c in copies):
+        folder.mkdir(parents=True, exist_ok=True)
+        for k in range(1, times):
+            for p in paths:
+                data = Path(p).read_bytes() + b"\0" * k
+                (folder / f"{Path(p).stem}-{k}.jpg").write_bytes(data)
+    return paths + [str(c) for c in copies]
+
+
 def _run_side(args: argparse.Namespace, paths: list[str], side: str) -> dict:
     kind, _, runtime = side.partition(":")
     if kind == "tuned":
@@ -261,6 +277,9 @@ def main() -> None:
                         help="time bootstrap with this runtime only (default: each of them)")
     parser.add_argument("--sides", default="", help="comma-separated sides instead of the "
                         "default (tuned,default,annotate:RUNTIME...), e.g. detector:openvino")
+    parser.add_argument("--repeat", type=int, default=1, help="each image K times, as K files "
+                        "of other bytes (a longer run of the same photos: fixed per-run costs "
+                        "amortised, as over a real folder of thousands)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of all sides")
     parser.add_argument("--json", action="store_true", help="print every measurement as JSON")
     parser.add_argument("--side", help=argparse.SUPPRESS)
@@ -269,6 +288,8 @@ def main() -> None:
     if not args.source.is_dir():
         sys.exit(f"no images at {args.source}: pass --source DIR")
     paths = sorted(str(p) for p in args.source.glob("*.jpg"))[: args.images]
+    if args.repeat > 1:
+        paths = _repeated(paths, args.repeat)
 
     if args.side:
         result = _run_side(args, paths, args.side)
@@ -297,7 +318,8 @@ def main() -> None:
     in_flow = {s: statistics.median(r["images"] / r["flow_seconds"] for r in rs)
                for s, rs in runs.items() if all("flow_seconds" in r for r in rs)}
     reference = rate.get("tuned")
-    print(f"N={len(paths)} images, model={args.model}, batch={args.batch_size}, "
+    photos = f" ({len(paths) // args.repeat} photos x {args.repeat})" if args.repeat > 1 else ""
+    print(f"N={len(paths)} images{photos}, model={args.model}, batch={args.batch_size}, "
           f"imgsz={args.imgsz}, conf={args.conf}, device={args.device}, "
           f"cpu threads={os.cpu_count()}, rounds={args.rounds} (median shown)")
     gpu = any("gpu_util_percent" in r or "torch_peak_mib" in r for rs in runs.values() for r in rs)
