@@ -24,6 +24,7 @@ each side also reports the GPU's mean utilisation and peak memory (nvidia-smi, w
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
@@ -221,18 +222,17 @@ def _cuda_available() -> bool:
 
 
 def _repeated(paths: list[str], times: int) -> list[str]:
-    """``paths``, then ``times - 1`` copies of each under ``.bench/`` (made once): the same
-    JPEG with k bytes after its end marker, so decoders read the same pixels while discovery,
-    which recognises copies by content hash, registers each as an image of its own."""
-    folder = ROOT / ".bench" / f"repeat-{len(paths)}x{times}"
-    copies = [folder / f"{Path(p).stem}-{k}.jpg" for k in range(1, times) for p in paths]
-    if not all(c.exists() for c in copies):
-        folder.mkdir(parents=True, exist_ok=True)
-        for k in range(1, times):
-            for p in paths:
-                data = Path(p).read_bytes() + b"\0" * k
-                (folder / f"{Path(p).stem}-{k}.jpg").write_bytes(data)
-    return paths + [str(c) for c in copies]
+    """``paths``, then ``times - 1`` copies of each under ``.bench/`` (made once per list of
+    paths): the same JPEG with k bytes after its end marker, so decoders read the same pixels
+    while discovery, which recognises copies by content hash, registers each as an image."""
+    key = hashlib.sha1("\n".join(str(Path(p).resolve()) for p in paths).encode()).hexdigest()
+    folder = ROOT / ".bench" / f"repeat-{key[:12]}"
+    copies = [(folder / f"{Path(p).stem}-{k}.jpg", p, k) for k in range(1, times) for p in paths]
+    folder.mkdir(parents=True, exist_ok=True)
+    for copy, photo, k in copies:
+        if not copy.exists():
+            copy.write_bytes(Path(photo).read_bytes() + b"\0" * k)
+    return paths + [str(copy) for copy, _, _ in copies]
 
 
 def _run_side(args: argparse.Namespace, paths: list[str], side: str) -> dict:
@@ -288,6 +288,8 @@ def main() -> None:
     if not args.source.is_dir():
         sys.exit(f"no images at {args.source}: pass --source DIR")
     paths = sorted(str(p) for p in args.source.glob("*.jpg"))[: args.images]
+    if args.repeat < 1:
+        sys.exit(f"--repeat must be at least 1, got {args.repeat}")
     if args.repeat > 1:
         paths = _repeated(paths, args.repeat)
 
