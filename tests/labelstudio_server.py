@@ -73,8 +73,10 @@ def start(data_dir: Path, files_root: Path, token: str) -> RunningServer:
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [str(LS_BIN), "start", "--internal-host", "127.0.0.1", "--port", str(port),
-             "--no-browser", "--username", USER, "--password", secrets.token_urlsafe(12),
-             "--user-token", token],
+             # `=`: a url-safe password may start with "-", which argparse reads as a flag
+             # (exit 2 with the usage text, about one start in 64).
+             "--no-browser", "--username", USER, f"--password={secrets.token_urlsafe(12)}",
+             f"--user-token={token}"],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     server = RunningServer(f"http://127.0.0.1:{port}", token, process, log_path)
