@@ -87,6 +87,11 @@ class DetectorConfig(_Strict):
         "(the latter two export the weights once, cached).",
     )
     batch_size: int = Field(16, ge=1, le=1024, description="Images per model call.")
+    cpu_streams: int = Field(
+        0, ge=0, le=64, description="Images an exported runtime runs at once on a CPU, on one "
+        "thread each; 1: one image at a time on every core; 0 (auto): one per core, at most "
+        "batch_size.",
+    )
     image_size: int = Field(
         640, ge=32, le=4096, description="Inference size in pixels (a multiple of 32)."
     )

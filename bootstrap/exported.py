@@ -241,6 +241,53 @@ def openvino_in_float32():
 
 
 @contextlib.contextmanager
+def runtime_on_one_thread(runtime: str):
+    """Models of ``runtime`` loaded inside this block compute on the calling thread only.
+
+    For images run side by side (``UltralyticsDetector``'s CPU streams): one runtime per
+    image on one core each keeps the cores busier than one runtime splitting every layer over
+    all of them (docs/benchmarks.md). Ultralytics creates the ONNX Runtime session and the
+    OpenVINO compiled model itself and takes no thread option, so the classes it finds here
+    are ones that ask for one thread (and, for OpenVINO, no pinning: two models pinned to the
+    same core would share it).
+    """
+    if runtime == "onnx":
+        import onnxruntime as patched_module
+
+        plain = patched_module.InferenceSession
+
+        class Patched(plain):
+            def __init__(self, path_or_bytes, sess_options=None, *args, **kwargs):
+                sess_options = sess_options or patched_module.SessionOptions()
+                sess_options.intra_op_num_threads = 1
+                sess_options.inter_op_num_threads = 1
+                super().__init__(path_or_bytes, sess_options, *args, **kwargs)
+
+        name = "InferenceSession"
+    elif runtime == "openvino":
+        import openvino as patched_module
+
+        plain = patched_module.Core
+
+        class Patched(plain):
+            def compile_model(self, model, device_name=None, config=None, **kwargs):
+                config = {**(config or {}), "INFERENCE_NUM_THREADS": 1, "NUM_STREAMS": 1,
+                          "ENABLE_CPU_PINNING": False}
+                if device_name is None:
+                    return super().compile_model(model, config=config, **kwargs)
+                return super().compile_model(model, device_name, config, **kwargs)
+
+        name = "Core"
+    else:
+        raise ValueError(f"no thread setting for runtime '{runtime}'")
+    setattr(patched_module, name, Patched)
+    try:
+        yield
+    finally:
+        setattr(patched_module, name, plain)
+
+
+@contextlib.contextmanager
 def torch_single_threaded():
     """PyTorch uses one CPU thread inside this block, then as many as before.
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ from bootstrap.exported import (
     exported_model,
     openvino_in_float32,
     quiet_ultralytics,
+    runtime_on_one_thread,
     torch_single_threaded,
 )
 
@@ -83,13 +86,23 @@ class UltralyticsDetector:
             log.warning("detector.runtime openvino runs on the CPU, not %s", self._device)
             self._device = "cpu"
         self._model = None
+        # Further copies of an exported model for images run side by side on a CPU (each on
+        # one thread, as is ``self._model`` then); empty: one image at a time.
+        self._streams: list = []
         if self.runtime != "torch":
             if not Path(weights).is_file():  # a name Ultralytics downloads: export the download
                 weights = str(getattr(self._load(weights), "ckpt_path", None) or weights)
-            self._model = self._load_export(weights)
+            streams = cpu_streams(config) if self._device == "cpu" else 1
+            self._model = self._load_export(weights, one_thread=streams > 1)
+            if self._model is not None and streams > 1:
+                self._streams = [self._load_export(weights, one_thread=True)
+                                 for _ in range(streams - 1)]
+                self._streams = [model for model in self._streams if model is not None]
         if self._model is None:
             self.runtime = "torch"
             self._model = self._load(weights)
+        self._pool = (ThreadPoolExecutor(1 + len(self._streams), thread_name_prefix="predict")
+                      if self._streams else None)
         # Half precision where it is fast and supported: PyTorch on a GPU (Ultralytics keeps
         # the CPU in float32 whatever is asked).
         self._half = self.runtime == "torch" and self._device.startswith("cuda")
@@ -111,14 +124,16 @@ class UltralyticsDetector:
                 f"or give a path"
             ) from err
 
-    def _load_export(self, weights: str):
+    def _load_export(self, weights: str, one_thread: bool = False):
         """The export of ``weights`` for ``self.runtime``, made once and cached; None (with a
-        warning) when it cannot be made or loaded: PyTorch runs the same weights, slower."""
+        warning) when it cannot be made or loaded: PyTorch runs the same weights, slower.
+        ``one_thread``: its runtime computes on the calling thread only."""
         config = self._config
         try:
             path = exported_model(weights, self.runtime, config.image_size, EXPORT_BATCH)
             precision = openvino_in_float32() if self.runtime == "openvino" else contextlib.nullcontext()
-            with quiet_ultralytics(), precision:
+            threads = runtime_on_one_thread(self.runtime) if one_thread else contextlib.nullcontext()
+            with quiet_ultralytics(), precision, threads:
                 model = self._load(str(path), task="detect")
                 # Load the runtime now (not at the first batch) so that a broken export falls
                 # back here, and its start-up is outside the first batch's time.
@@ -136,28 +151,50 @@ class UltralyticsDetector:
         found: list[Detections | None] = [None] * len(bgr)
         exported_on_cpu = self.runtime != "torch" and self._device == "cpu"
         with self._lock, torch_single_threaded() if exported_on_cpu else contextlib.nullcontext():
-            for batch in self._batches(bgr):
-                results = self._model.predict(
-                    [bgr[i] for i in batch],
-                    conf=self._config.min_confidence,
-                    iou=self._config.nms_iou,
-                    imgsz=self._config.image_size,
-                    device=self._device,
-                    batch=self._config.batch_size,
-                    verbose=False,
-                    # Ultralytics warns that `half` is deprecated whenever it is given, even False.
-                    **({"half": True} if self._half else {}),
-                )
-                for i, result in zip(batch, results, strict=True):
-                    found[i] = Detections.from_ultralytics(result)
+            batches = self._batches(bgr)
+            if self._pool is None:
+                outcomes = [self._predict(self._model, [bgr[i] for i in b]) for b in batches]
+            else:
+                models: queue.SimpleQueue = queue.SimpleQueue()
+                for model in (self._model, *self._streams):
+                    models.put(model)
+
+                def on_a_free_model(batch: list[int]) -> list[Detections]:
+                    model = models.get()  # as many threads as models: one is always free
+                    try:
+                        return self._predict(model, [bgr[i] for i in batch])
+                    finally:
+                        models.put(model)
+
+                outcomes = list(self._pool.map(on_a_free_model, batches))
+            for batch, detections in zip(batches, outcomes, strict=True):
+                for i, found_here in zip(batch, detections, strict=True):
+                    found[i] = found_here
         return found
+
+    def _predict(self, model, images: list[np.ndarray]) -> list[Detections]:
+        results = model.predict(
+            images,
+            conf=self._config.min_confidence,
+            iou=self._config.nms_iou,
+            imgsz=self._config.image_size,
+            device=self._device,
+            batch=self._config.batch_size,
+            verbose=False,
+            # Ultralytics warns that `half` is deprecated whenever it is given, even False.
+            **({"half": True} if self._half else {}),
+        )
+        return [Detections.from_ultralytics(result) for result in results]
 
     def _batches(self, images: Sequence[np.ndarray]) -> list[list[int]]:
         """The indices of ``images`` for each ``predict`` call: on a GPU the batch as given,
-        which it runs in parallel; on a CPU images of one shape together (see
-        ``batches_by_shape``)."""
+        which it runs in parallel; on a CPU with streams one image per call, taken by the next
+        free stream (photos of other sizes take other times: a fixed share per stream left one
+        idle); else images of one shape together (see ``batches_by_shape``)."""
         if self._device != "cpu":
             return [list(range(len(images)))] if images else []
+        if self._streams:
+            return [[i] for i in range(len(images))]
         return batches_by_shape([image.shape for image in images], self._config.batch_size)
 
 
@@ -170,3 +207,11 @@ def batches_by_shape(shapes: Sequence[tuple[int, ...]], size: int) -> list[list[
     for i, shape in enumerate(shapes):
         by_shape.setdefault(tuple(shape), []).append(i)
     return [group[j:j + size] for group in by_shape.values() for j in range(0, len(group), size)]
+
+
+def cpu_streams(config: DetectorConfig) -> int:
+    """How many images an exported runtime runs at once on a CPU: ``detector.cpu_streams``, or
+    for 0 one per core this process may use, at most ``detector.batch_size``."""
+    if config.cpu_streams:
+        return config.cpu_streams
+    return max(1, min(len(os.sched_getaffinity(0)), config.batch_size))

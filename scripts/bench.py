@@ -96,20 +96,25 @@ def _default(args: argparse.Namespace, paths: list[str]) -> dict:
     return {"images": len(paths), "boxes": boxes, "seconds": seconds, **gpu.figures}
 
 
-def _detector_config(args: argparse.Namespace, runtime: str):
+def _detector_config(args: argparse.Namespace, runtime: str, streams: int):
     from bootstrap.config import DetectorConfig
 
-    return DetectorConfig(model=args.model, batch_size=args.batch_size, image_size=args.imgsz,
-                          min_confidence=args.conf, device=args.device, runtime=runtime)
+    return DetectorConfig(**_detector_fields(args, runtime, streams))
 
 
-def _detector(args: argparse.Namespace, paths: list[str], runtime: str) -> dict:
+def _detector_fields(args: argparse.Namespace, runtime: str, streams: int) -> dict:
+    return {"model": args.model, "batch_size": args.batch_size, "image_size": args.imgsz,
+            "min_confidence": args.conf, "device": args.device, "runtime": runtime,
+            "cpu_streams": streams}
+
+
+def _detector(args: argparse.Namespace, paths: list[str], runtime: str, streams: int) -> dict:
     """bootstrap's detector with ``runtime``: decode (bootstrap.decode) and predict in batches."""
     from bootstrap.decode import decode_image
     from bootstrap.detectors import load_detector
 
     started = time.perf_counter()
-    detector = load_detector(_detector_config(args, runtime))
+    detector = load_detector(_detector_config(args, runtime, streams))
     loaded = time.perf_counter() - started
     detector.predict([decode_image(p).pixels for p in paths[: args.batch_size]])
     with GpuSampler(args.device) as gpu:
@@ -123,7 +128,7 @@ def _detector(args: argparse.Namespace, paths: list[str], runtime: str) -> dict:
             "runtime": getattr(detector, "runtime", runtime), **gpu.figures}
 
 
-def _pipeline(args: argparse.Namespace, paths: list[str], runtime: str) -> dict:
+def _pipeline(args: argparse.Namespace, paths: list[str], runtime: str, streams: int) -> dict:
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL", "WARNING")
     from bootstrap.config import DetectorOptions
@@ -132,7 +137,7 @@ def _pipeline(args: argparse.Namespace, paths: list[str], runtime: str) -> dict:
     from flows.annotate import annotate
 
     started = time.perf_counter()
-    detector = load_detector(_detector_config(args, runtime))  # makes the export when none is cached
+    detector = load_detector(_detector_config(args, runtime, streams))  # makes the export when none is cached
     loaded = time.perf_counter() - started
     detector.predict([decode_image(p).pixels for p in paths[: args.batch_size]])
     folder = Path(tempfile.mkdtemp(prefix="bench-images-"))
@@ -140,10 +145,7 @@ def _pipeline(args: argparse.Namespace, paths: list[str], runtime: str) -> dict:
         (folder / Path(path).name).symlink_to(Path(path).resolve())
     dataset = f"bench-{uuid.uuid4().hex[:8]}"
     # Warm Prefect's ephemeral API and FiftyOne's database outside the clock, too.
-    options = DetectorOptions(
-        model=args.model, batch_size=args.batch_size, image_size=args.imgsz,
-        min_confidence=args.conf, device=args.device, runtime=runtime,
-    )
+    options = DetectorOptions(**_detector_fields(args, runtime, streams))
     # One model, one pass (configs/single-model.yaml): the pipeline's overhead over the same
     # inference; the default config's extra views are timed per view in docs/benchmarks.md.
     single = str(Path(__file__).resolve().parent.parent / "configs" / "single-model.yaml")
@@ -237,13 +239,14 @@ def _repeated(paths: list[str], times: int) -> list[str]:
 
 def _run_side(args: argparse.Namespace, paths: list[str], side: str) -> dict:
     kind, _, runtime = side.partition(":")
+    runtime, _, streams = runtime.partition(":")
     if kind == "tuned":
         return _tuned(args, paths)
     if kind == "default":
         return _default(args, paths)
     if kind == "detector":
-        return _detector(args, paths, runtime)
-    return _pipeline(args, paths, runtime)
+        return _detector(args, paths, runtime, int(streams or 0))
+    return _pipeline(args, paths, runtime, int(streams or 0))
 
 
 def _sides(text: str, runtime: str | None) -> list[str]:
@@ -254,10 +257,13 @@ def _sides(text: str, runtime: str | None) -> list[str]:
         sides = ["tuned", "default", *(f"annotate:{r}" for r in runtimes)]
     for side in sides:
         kind, _, runtime = side.partition(":")
+        runtime, _, streams = runtime.partition(":")
         if not (kind in ("tuned", "default") and not runtime
-                or kind in ("detector", "annotate") and runtime in (*RUNTIMES, "auto")):
-            sys.exit(f"unknown side '{side}': use tuned, default, detector:RUNTIME or "
-                     f"annotate:RUNTIME (RUNTIME: auto, {', '.join(RUNTIMES)})")
+                or kind in ("detector", "annotate") and runtime in (*RUNTIMES, "auto")
+                and (not streams or streams.isdigit())):
+            sys.exit(f"unknown side '{side}': use tuned, default, detector:RUNTIME[:STREAMS] or "
+                     f"annotate:RUNTIME[:STREAMS] (RUNTIME: auto, {', '.join(RUNTIMES)}; "
+                     f"STREAMS: detector.cpu_streams, 0 for auto)")
     return sides
 
 
@@ -276,7 +282,8 @@ def main() -> None:
     parser.add_argument("--runtime", choices=[*RUNTIMES, "auto"],
                         help="time bootstrap with this runtime only (default: each of them)")
     parser.add_argument("--sides", default="", help="comma-separated sides instead of the "
-                        "default (tuned,default,annotate:RUNTIME...), e.g. detector:openvino")
+                        "default (tuned,default,annotate:RUNTIME...), e.g. detector:openvino; "
+                        "RUNTIME:STREAMS sets detector.cpu_streams, e.g. annotate:onnx:1")
     parser.add_argument("--repeat", type=int, default=1, help="each image K times, as K files "
                         "of other bytes (a longer run of the same photos: fixed per-run costs "
                         "amortised, as over a real folder of thousands)")

@@ -135,6 +135,38 @@ def test_exported_runtime_gives_the_same_boxes_on_same_shaped_photos(runtime, sa
     assert figures["max_confidence_difference"] <= CONFIDENCE_TOLERANCE
 
 
+def _threads_of(model, runtime: str) -> int:
+    backend = model.predictor.model.backend
+    if runtime == "onnx":
+        return backend.session.get_session_options().intra_op_num_threads
+    return backend.ov_compiled_model.get_property("INFERENCE_NUM_THREADS")
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "onnx"])
+def test_images_side_by_side_give_the_boxes_of_one_at_a_time(runtime, photos):
+    one = UltralyticsDetector(DetectorConfig(runtime=runtime, batch_size=6, cpu_streams=1))
+    three = UltralyticsDetector(DetectorConfig(runtime=runtime, batch_size=6, cpu_streams=3))
+    assert one._streams == [] and len(three._streams) == 2
+    # Side by side, each model's runtime computes on one thread; alone, on all of them.
+    assert {_threads_of(m, runtime) for m in (three._model, *three._streams)} == {1}
+    assert _threads_of(one._model, runtime) != 1
+    expected, found = one.predict(photos), three.predict(photos)
+    assert sum(map(len, expected)) > 100
+    for a, b in zip(expected, found, strict=True):  # the same network on the same input
+        assert a.image_wh == b.image_wh and list(a.class_id) == list(b.class_id)
+        np.testing.assert_allclose(a.xyxy, b.xyxy, atol=0.01)
+        np.testing.assert_allclose(a.confidence, b.confidence, atol=1e-4)
+    if runtime == "openvino":
+        import openvino
+
+        compiled = three._streams[0].predictor.model.backend.ov_compiled_model
+        assert compiled.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.f32
+
+
+def test_pytorch_runs_no_streams():
+    assert UltralyticsDetector(DetectorConfig(runtime="torch", cpu_streams=4))._streams == []
+
+
 def test_auto_is_onnx_runtime_on_the_cpu():
     assert UltralyticsDetector(DetectorConfig(device="cpu")).runtime == "onnx"
 

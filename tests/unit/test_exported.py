@@ -11,8 +11,10 @@ from bootstrap.exported import (
     choose_runtime,
     export_key,
     exports_folder,
+    runtime_on_one_thread,
     torch_single_threaded,
 )
+from bootstrap.yolo import cpu_streams
 
 
 @pytest.mark.parametrize(
@@ -110,3 +112,30 @@ def test_torch_single_threaded_gives_the_threads_back_also_after_an_error():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(("cores", "batch_size", "asked", "expected"),
+                         [(2, 16, 0, 2), (16, 4, 0, 4), (1, 16, 0, 1), (2, 16, 3, 3), (8, 16, 1, 1)])
+def test_cpu_streams_auto_is_one_per_usable_core_at_most_a_batch(monkeypatch, cores, batch_size,
+                                                                  asked, expected):
+    from bootstrap.config import DetectorConfig
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    config = DetectorConfig(batch_size=batch_size, cpu_streams=asked)
+    assert cpu_streams(config) == expected
+
+
+@pytest.mark.parametrize(("runtime", "module", "name"),
+                         [("onnx", "onnxruntime", "InferenceSession"), ("openvino", "openvino", "Core")])
+def test_runtime_on_one_thread_puts_the_runtime_back_also_after_an_error(runtime, module, name):
+    import importlib
+
+    plain = getattr(importlib.import_module(module), name)
+    with pytest.raises(RuntimeError):
+        with runtime_on_one_thread(runtime):
+            assert getattr(importlib.import_module(module), name) is not plain
+            raise RuntimeError("a failed load")
+    assert getattr(importlib.import_module(module), name) is plain
+    with pytest.raises(ValueError, match="torch"):
+        with runtime_on_one_thread("torch"):
+            pass
