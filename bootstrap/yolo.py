@@ -106,6 +106,9 @@ class UltralyticsDetector:
         # Half precision where it is fast and supported: PyTorch on a GPU (Ultralytics keeps
         # the CPU in float32 whatever is asked).
         self._half = self.runtime == "torch" and self._device.startswith("cuda")
+        # Images per call on a GPU: ``detector.batch_size`` until a batch runs out of GPU
+        # memory, then halved (and kept) until one fits.
+        self._gpu_batch = config.batch_size
         # One model object is not safe to call from two threads at once (its predictor
         # keeps per-call state); Dask or Prefect thread runners may share this instance.
         self._lock = threading.Lock()
@@ -152,7 +155,9 @@ class UltralyticsDetector:
         exported_on_cpu = self.runtime != "torch" and self._device == "cpu"
         with self._lock, torch_single_threaded() if exported_on_cpu else contextlib.nullcontext():
             batches = self._batches(bgr)
-            if self._pool is None:
+            if self._device != "cpu":
+                outcomes = [self._predict_fitting([bgr[i] for i in b]) for b in batches]
+            elif self._pool is None:
                 outcomes = [self._predict(self._model, [bgr[i] for i in b]) for b in batches]
             else:
                 models: queue.SimpleQueue = queue.SimpleQueue()
@@ -186,13 +191,41 @@ class UltralyticsDetector:
         )
         return [Detections.from_ultralytics(result) for result in results]
 
+    def _predict_fitting(self, images: list[np.ndarray]) -> list[Detections]:
+        """``images`` on the GPU in calls that fit its memory: a call that runs out of it is
+        retried with half as many images, and later calls keep the smaller size.
+
+        Raises:
+            DetectorError: not even one image fits.
+        """
+        import torch
+
+        found: list[Detections] = []
+        while len(found) < len(images):
+            part = images[len(found):len(found) + self._gpu_batch]
+            try:
+                found += self._predict(self._model, part)
+            except torch.cuda.OutOfMemoryError as err:
+                torch.cuda.empty_cache()
+                if len(part) == 1:
+                    raise DetectorError(
+                        f"one image at {self._config.image_size} px does not fit in the memory "
+                        f"of {self._device}: use a smaller detector.image_size or another device"
+                    ) from err
+                self._gpu_batch = len(part) // 2
+                log.warning("%d images per call ran out of GPU memory on %s; %d from now on",
+                            len(part), self._device, self._gpu_batch)
+        return found
+
     def _batches(self, images: Sequence[np.ndarray]) -> list[list[int]]:
-        """The indices of ``images`` for each ``predict`` call: on a GPU the batch as given,
-        which it runs in parallel; on a CPU with streams one image per call, taken by the next
+        """The indices of ``images`` for each ``predict`` call: on a GPU batches of up to
+        ``detector.batch_size`` (fewer once one ran out of memory), which it runs in parallel;
+        on a CPU with streams one image per call, taken by the next
         free stream (photos of other sizes take other times: a fixed share per stream left one
         idle); else images of one shape together (see ``batches_by_shape``)."""
         if self._device != "cpu":
-            return [list(range(len(images)))] if images else []
+            size = self._gpu_batch
+            return [list(range(i, min(i + size, len(images)))) for i in range(0, len(images), size)]
         if self._streams:
             return [[i] for i in range(len(images))]
         return batches_by_shape([image.shape for image in images], self._config.batch_size)

@@ -102,3 +102,38 @@ def test_photos_no_larger_than_the_model_are_decoded_in_full(coco_images):
     for path in coco_images[:8]:
         assert decode_image(str(path), 640).scale == 1
         assert np.array_equal(decode_image(str(path), 640).pixels, decode_image(str(path)).pixels)
+
+
+@needs_model
+def test_a_gpu_batch_that_runs_out_of_memory_is_halved_until_it_fits(monkeypatch, caplog):
+    """No GPU here: the real detector with a stand-in for its GPU call that runs out of memory
+    above 4 images (the real call is tested on the CPU above)."""
+    import torch
+
+    from bootstrap.detections import Detections
+    from bootstrap.yolo import UltralyticsDetector
+
+    detector = UltralyticsDetector(DetectorConfig(runtime="torch", device="cpu", batch_size=16))
+    detector._device = "cuda:0"
+    calls: list[int] = []
+
+    def on_a_small_gpu(model, images):
+        calls.append(len(images))
+        if len(images) > 4:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return [Detections.empty((image.shape[1], image.shape[0])) for image in images]
+
+    monkeypatch.setattr(detector, "_predict", on_a_small_gpu)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    images = [np.zeros((8, 8 + i, 3), np.uint8) for i in range(16)]  # widths tell them apart
+    found = detector.predict(images)
+    assert [d.image_wh[0] for d in found] == [8 + i for i in range(16)]  # all, in order
+    assert calls == [16, 8, 4, 4, 4, 4]
+    assert "16 images per call ran out of GPU memory" in caplog.text
+    calls.clear()
+    assert len(detector.predict(images[:10])) == 10
+    assert calls == [4, 4, 2]  # the size that fitted is kept
+    monkeypatch.setattr(detector, "_predict", lambda model, images: (_ for _ in ()).throw(
+        torch.cuda.OutOfMemoryError("CUDA out of memory")))
+    with pytest.raises(DetectorError, match="does not fit in the memory of cuda:0"):
+        detector.predict(images[:1])
